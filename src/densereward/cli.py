@@ -1,0 +1,173 @@
+"""The ``densereward`` command.
+
+User errors (bad files, bad recipes, unknown components) print one line on stderr and exit 2,
+with no traceback and no partial output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import torch
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from densereward.core.errors import DenseRewardError
+from densereward.core.registry import KINDS, components
+from densereward.core.trajectories import Trajectories
+from densereward.io import Format, read_trajectories, write_trajectories
+from densereward.pipeline import Pipeline, Recipe
+
+app = typer.Typer(
+    name="densereward",
+    help="Dense, safe step-level rewards from sparse or untrustworthy ones.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(function: F) -> F:
+    """Turn a ``DenseRewardError`` (or an unreadable path) into one line and exit code 2."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except DenseRewardError as error:
+            errors.print(f"error: {error}", markup=False)
+            raise typer.Exit(2) from None
+        except (PermissionError, IsADirectoryError) as error:
+            errors.print(f"error: {error.filename}: {error.strerror}", markup=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _summary_table(batch: Trajectories, title: str) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_row("trajectories", str(len(batch)))
+    table.add_row("steps", str(batch.num_steps))
+    table.add_row("groups", str(batch.groups.count))
+    lengths = batch.lengths.to(torch.float64)
+    table.add_row("steps per trajectory", f"{lengths.mean():.2f} mean, {int(lengths.max())} max")
+    table.add_row("step columns", ", ".join(batch.steps) or "-")
+    table.add_row("per-trajectory columns", ", ".join(batch.episodes) or "-")
+    if batch.outcome is not None:
+        table.add_row("outcome mean", f"{float(batch.outcome.double().mean()):.4f}")
+    if batch.token_spans is not None:
+        table.add_row("token spans", "yes")
+    if batch.parent is not None:
+        table.add_row("tree", f"{int((batch.parent == -1).sum())} roots")
+    return table
+
+
+@app.command()
+@user_errors
+def shape(
+    input: Annotated[Path, typer.Argument(help="Trajectories: .jsonl, .parquet or TRL stepwise.")],
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl or .parquet).")],
+    input_format: Annotated[
+        str, typer.Option("--format", help="auto, jsonl, parquet or trl.")
+    ] = "auto",
+    out_format: Annotated[
+        str, typer.Option("--out-format", help="auto, jsonl, parquet or trl.")
+    ] = "auto",
+    iteration: Annotated[
+        int, typer.Option(help="Training iteration, for annealed transforms.")
+    ] = 0,
+) -> None:
+    """Apply a recipe's transforms and estimator to a file of trajectories."""
+    input_kind, out_kind = _format(input_format, "--format"), _format(out_format, "--out-format")
+    if out.resolve() == input.resolve():
+        raise DenseRewardError(f"--out {out}: refusing to overwrite the input file")
+    pipeline = Pipeline.from_yaml(recipe)
+    batch = read_trajectories(input, input_kind)
+    result = pipeline(batch, iteration)
+    write_trajectories(result.trajectories, out, out_kind)
+    console.print(_summary_table(batch, f"{input}"))
+    stages = Table(title=f"recipe '{pipeline.recipe.name}'")
+    for column in ("stage", "column", "mean", "std", "min", "max"):
+        stages.add_column(column, justify="right" if column not in ("stage", "column") else "left")
+    for row in result.diagnostics:
+        stages.add_row(
+            row.stage,
+            row.column,
+            *(f"{v:.4f}" for v in (row.mean, row.std, row.minimum, row.maximum)),
+        )
+    console.print(stages)
+    console.print(f"wrote {len(batch)} trajectories with 'advantage' and 'return' to {out}")
+
+
+def _format(value: str, option: str) -> Format:
+    if value not in ("auto", "jsonl", "parquet", "trl"):
+        raise DenseRewardError(f"{option}: unknown format {value!r} (auto, jsonl, parquet, trl)")
+    return value  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def validate(
+    input: Annotated[Path, typer.Argument(help="Trajectories file to check.")],
+    input_format: Annotated[
+        str, typer.Option("--format", help="auto, jsonl, parquet or trl.")
+    ] = "auto",
+) -> None:
+    """Check a trajectories file against the data model; print a summary or the first error."""
+    batch = read_trajectories(input, _format(input_format, "--format"))
+    console.print(_summary_table(batch, f"{input}: valid"))
+
+
+@app.command(name="components")
+@user_errors
+def list_components(
+    kind: Annotated[str | None, typer.Option(help="Only this kind: " + ", ".join(KINDS))] = None,
+) -> None:
+    """Every registered component, with its parameters and the paper it implements."""
+    if kind is not None and kind not in KINDS:
+        raise DenseRewardError(f"--kind: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    table = Table(title="densereward components")
+    for column in ("kind", "name", "parameters", "implements"):
+        table.add_column(column, overflow="fold")
+    for component in components(kind):
+        parameters = ", ".join(
+            f"{name}: {type_name}" + ("" if default is dataclasses.MISSING else f" = {default!r}")
+            for name, type_name, default in component.parameters()
+        )
+        table.add_row(
+            component.kind,
+            component.name,
+            escape(parameters),
+            f"{escape(component.summary)}\n[dim]{escape(component.paper)}[/dim]",
+        )
+    console.print(table)
+
+
+@app.command(name="recipe")
+@user_errors
+def show_recipe(path: Annotated[Path, typer.Argument(help="Recipe YAML to validate.")]) -> None:
+    """Validate a recipe and print it resolved, every parameter with its value."""
+    recipe = Recipe.from_yaml(path)
+    transforms, estimator = recipe.build(str(path))
+    for index, component in enumerate([*transforms, estimator]):
+        label = "estimator" if index == len(transforms) else f"transforms[{index}]"
+        console.print(f"{label}: {component!r}", markup=False)
+
+
+def main() -> None:
+    app(prog_name="densereward")
+
+
+if __name__ == "__main__":
+    main()

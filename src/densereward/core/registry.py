@@ -1,0 +1,206 @@
+"""Named components (transforms, estimators, later signals) with typed, validated parameters.
+
+A component is a frozen dataclass whose fields are its parameters; one decorator registers it:
+
+>>> from dataclasses import dataclass
+>>> @register("transform", "doctest_scale", paper="(none)")
+... @dataclass(frozen=True)
+... class Scale:
+...     '''Multiply a column by a constant.'''
+...     factor: float = 1.0
+>>> build("transform", {"kind": "doctest_scale", "factor": 2}).factor
+2.0
+>>> unregister("transform", "doctest_scale")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from densereward.core.errors import ConfigError
+
+KINDS = ("signal", "transform", "estimator")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    cls: type
+    paper: str
+
+    @property
+    def summary(self) -> str:
+        return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
+
+    def parameters(self) -> list[tuple[str, str, Any]]:
+        """``(name, type, default)`` for each parameter."""
+        hints = typing.get_type_hints(self.cls)
+        out = []
+        for f in dataclasses.fields(self.cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            out.append((f.name, _type_name(hints[f.name]), default))
+        return out
+
+
+_REGISTRY: dict[tuple[str, str], Component] = {}
+
+
+def register(kind: str, name: str, paper: str = "") -> Callable[[type[T]], type[T]]:
+    """Class decorator: make a dataclass available in recipes as ``{kind: name, ...}``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown component kind {kind!r}")
+
+    def decorate(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass to be registered")
+        existing = _REGISTRY.get((kind, name))
+        # The same class imported twice (e.g. by doctest collection) re-registers; another does not.
+        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
+            raise ValueError(
+                f"{kind} {name!r} is already registered by {existing.cls.__qualname__}"
+            )
+        _REGISTRY[(kind, name)] = Component(kind, name, cls, paper)
+        cls.component_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def unregister(kind: str, name: str) -> None:
+    _REGISTRY.pop((kind, name), None)
+
+
+def components(kind: str | None = None) -> list[Component]:
+    return sorted(
+        (c for c in _REGISTRY.values() if kind is None or c.kind == kind),
+        key=lambda c: (KINDS.index(c.kind), c.name),
+    )
+
+
+def lookup(kind: str, name: str, path: str = "") -> Component:
+    if (kind, name) not in _REGISTRY:
+        known = ", ".join(c.name for c in components(kind))
+        raise ConfigError(path, f"unknown {kind} {name!r} (known: {known})")
+    return _REGISTRY[(kind, name)]
+
+
+def build(kind: str, spec: Mapping[str, Any], path: str = "") -> Any:
+    """Instantiate a registered component from ``{"kind": name, **parameters}``."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(path, f"expected a mapping with a 'kind', got {_show(spec)}")
+    if "kind" not in spec:
+        raise ConfigError(path, "missing 'kind'")
+    name = spec["kind"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}.kind", f"expected a name, got {_show(name)}")
+    component = lookup(kind, name, f"{path}.kind" if path else "kind")
+    hints = typing.get_type_hints(component.cls)
+    fields = {f.name: f for f in dataclasses.fields(component.cls)}
+    values: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "kind":
+            continue
+        where = f"{path}.{key}" if path else key
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise ConfigError(where, f"unknown parameter for {kind} {name!r} (parameters: {known})")
+        values[key] = coerce(value, hints[key], where)
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(path, f"{kind} {name!r} needs parameter(s): {', '.join(missing)}")
+    try:
+        return component.cls(**values)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(path, str(error)) from None
+
+
+def coerce(value: Any, annotation: Any, path: str) -> Any:
+    """Check ``value`` against a type annotation; widen int to float; tuples from lists."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, path)
+            except ConfigError as error:
+                errors.append(error.problem)
+        raise ConfigError(path, f"expected {_type_name(annotation)}, got {_show(value)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(path, f"expected one of {', '.join(map(repr, args))}, got {_show(value)}")
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(path, f"expected a list, got {_show(value)}")
+        item = args[0] if args else Any
+        items = [coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, typing.Mapping) or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a mapping, got {_show(value)}")
+        key_type, value_type = args if args else (Any, Any)
+        return {
+            coerce(k, key_type, path): coerce(v, value_type, f"{path}.{k}")
+            for k, v in value.items()
+        }
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {_show(value)}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {_show(value)}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {_show(value)}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {_show(value)}")
+        return value
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    raise ConfigError(path, f"expected {_type_name(annotation)}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}"
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(annotation, "__name__", str(annotation))

@@ -1,0 +1,118 @@
+"""Step-level GRPO with process rewards, and the PRIME combination of process and outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from densereward.core.registry import register
+from densereward.core.segments import (
+    Groups,
+    broadcast,
+    discounted_reverse_cumsum,
+    segment_mean,
+)
+from densereward.core.trajectories import Trajectories
+from densereward.estimators.base import Estimate
+from densereward.estimators.group import estimate_grpo
+
+
+def estimate_step_grpo(
+    batch: Trajectories,
+    process: str = "reward",
+    outcome_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-6,
+) -> Estimate:
+    """Step-level GRPO with process rewards (process supervision in DeepSeekMath §4.1.3; OPRL).
+
+    Process part: every step reward is z-scored against *all* step rewards of its group
+    (``r~_{i,k} = (r_{i,k} - mean(R_g)) / (std(R_g) + eps)``, ``R_g`` the group's step rewards),
+    then ``A^proc_{i,t} = sum_{k >= t} gamma^(k - t) r~_{i,k}``. Outcome part: the GRPO advantage
+    of the outcome, broadcast. ``A = A^proc + outcome_weight * A^outcome``.
+
+    The statistics are pooled over the group's steps, never per turn index: when the policy chooses
+    how many turns to take, per-index statistics compare different subsets of trajectories at each
+    index and bias the advantage (verl#7244).
+
+    >>> batch = Trajectories.from_episodes({"reward": [[1.0, 1.0], [0.0]]}, {"group": [0, 0]})
+    >>> [round(a, 3) for a in estimate_step_grpo(batch, outcome_weight=0.0).advantages.tolist()]
+    [1.155, 0.577, -1.155]
+    """
+    rewards = batch.step(process)
+    step_groups = Groups(batch.groups.index[batch.segments.ids], batch.groups.count)
+    normalized = step_groups.zscore(rewards, eps)
+    advantages = discounted_reverse_cumsum(normalized, batch.segments, gamma)
+    returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
+    if batch.outcome is not None and outcome_weight != 0.0:
+        outcome = estimate_grpo(batch, reward=None, eps=eps)
+        advantages = advantages + outcome_weight * outcome.advantages
+        returns = returns + outcome.returns
+    return Estimate(advantages, returns)
+
+
+def estimate_prime(
+    batch: Trajectories,
+    process: str = "implicit_reward",
+    gamma: float = 1.0,
+    process_weight: float = 1.0,
+    outcome_weight: float = 1.0,
+) -> Estimate:
+    """PRIME's advantage (Cui et al., 2025, "Process Reinforcement through Implicit Rewards").
+
+    ``A_t^i = sum_{s >= t} gamma^(s - t) [r_phi(y_s^i) - mean_{j != i} r_phi(y^j)]
+    + r_o(y^i) - mean_{j != i} r_o(y^j)`` — leave-one-out baselines for the process part
+    (token rewards ``r_phi``, the ``process`` column) and the outcome part, computed separately
+    and summed with the given weights. We read ``r_phi(y^j)`` as response j's *mean* token reward,
+    as the reference implementation does, so that the baseline is on the scale of the token reward
+    it is subtracted from.
+
+    >>> batch = Trajectories.from_episodes({"implicit_reward": [[1.0, 1.0], [0.0]]},
+    ...                                    {"outcome": [1.0, 0.0], "group": [0, 0]})
+    >>> estimate_prime(batch).advantages.tolist()
+    [3.0, 2.0, -2.0]
+    """
+    rewards = batch.step(process)
+    groups = batch.groups
+    baseline = groups.leave_one_out_mean(segment_mean(rewards, batch.segments))
+    # A singleton group has no baseline: its leave-one-out "mean" is its own mean token reward.
+    centred = rewards - broadcast(baseline, batch.segments)
+    advantages = process_weight * discounted_reverse_cumsum(centred, batch.segments, gamma)
+    returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
+    if batch.outcome is not None:
+        outcome = batch.outcome.to(rewards.dtype)
+        outcome_advantage = outcome - groups.leave_one_out_mean(outcome)
+        advantages = advantages + outcome_weight * broadcast(outcome_advantage, batch.segments)
+        returns = returns + broadcast(outcome, batch.segments)
+    return Estimate(advantages, returns)
+
+
+@register("estimator", "step_grpo", paper="DeepSeekMath process supervision; OPRL")
+@dataclass(frozen=True)
+class StepGRPO:
+    """Group-normalised process rewards, return-to-go over steps, plus the outcome GRPO advantage."""
+
+    process: str = "reward"
+    outcome_weight: float = 1.0
+    gamma: float = 1.0
+    eps: float = 1e-6
+
+    def __call__(self, batch: Trajectories) -> Estimate:
+        return estimate_step_grpo(batch, self.process, self.outcome_weight, self.gamma, self.eps)
+
+
+@register(
+    "estimator", "prime", paper="Process Reinforcement through Implicit Rewards (Cui et al. 2025)"
+)
+@dataclass(frozen=True)
+class PRIME:
+    """Leave-one-out process returns plus leave-one-out outcome advantage."""
+
+    process: str = "implicit_reward"
+    gamma: float = 1.0
+    process_weight: float = 1.0
+    outcome_weight: float = 1.0
+
+    def __call__(self, batch: Trajectories) -> Estimate:
+        return estimate_prime(
+            batch, self.process, self.gamma, self.process_weight, self.outcome_weight
+        )

@@ -1,0 +1,45 @@
+"""Group and batch normalisation of a reward column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from densereward.core.registry import register
+from densereward.core.segments import Groups
+from densereward.core.trajectories import Trajectories
+from densereward.transforms.base import read_column, write_column
+
+
+def normalize_column(
+    batch: Trajectories, name: str, scope: Literal["group", "batch"], eps: float = 1e-6
+) -> tuple[torch.Tensor, bool]:
+    """``(x - mean) / (std + eps)`` over the trajectory's group or the whole batch.
+
+    A step column pools every step of the group's trajectories; a per-trajectory column pools the
+    group's trajectories. Constant pools map to exactly 0.
+    """
+    values, per_step = read_column(batch, name)
+    if scope == "group":
+        index = batch.groups.index[batch.segments.ids] if per_step else batch.groups.index
+        pools = Groups(index, batch.groups.count)
+    else:
+        pools = Groups(torch.zeros(values.shape[0], dtype=torch.int64, device=values.device), 1)
+    return pools.zscore(values, eps), per_step
+
+
+@register("transform", "normalize", paper="group / batch reward normalisation")
+@dataclass(frozen=True)
+class Normalize:
+    """Z-score a column within each group or over the whole batch."""
+
+    source: str = "reward"
+    scope: Literal["group", "batch"] = "group"
+    eps: float = 1e-6
+    target: str | None = None
+
+    def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
+        values, per_step = normalize_column(batch, self.source, self.scope, self.eps)
+        return write_column(batch, self.target or self.source, values, per_step)
