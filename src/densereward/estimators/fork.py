@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from densereward.core.registry import register
-from densereward.core.segments import Groups
+from densereward.core.segments import Groups, broadcast, segment_sum
 from densereward.core.trajectories import Trajectories
 from densereward.core.trees import tree_paths
 from densereward.estimators.base import Estimate, trajectory_scores
@@ -29,7 +30,9 @@ def estimate_fork_relative(
 
     with ``A^traj_i`` the GRPO z-score of ``R_i`` in its group (PORTool blends fork-relative with
     trajectory-relative advantages this way). A step that is its parent's only child has fork
-    advantage 0. Returns are ``V(v)``. Without a tree this is GRPO.
+    advantage 0. Returns are ``V(v)``. Without a tree every trajectory forks at the prompt, so the
+    first step of each gets ``R_i - mean_g R`` on top of the GRPO advantage and later steps get
+    the GRPO advantage alone.
 
     >>> # Two trajectories share step 0, then fork: step 1 (R=1) and step 2 (R=0).
     >>> batch = Trajectories.from_episodes({"reward": [[0.0, 1.0], [0.0]]}, {"group": [0, 0]},
@@ -37,37 +40,46 @@ def estimate_fork_relative(
     >>> [round(a, 4) for a in estimate_fork_relative(batch, eps=0.0).advantages.tolist()]
     [0.0, 1.2071, -1.2071]
     """
-    scores = trajectory_scores(batch, reward)
-    if batch.parent is not None and reward is not None and reward in batch.steps:
-        # Path scores: a trajectory's reward includes the rewards of the ancestors it shares.
-        paths = tree_paths(batch)
-        step_rewards = batch.step(reward)
-        path_total = torch.zeros(len(batch), dtype=step_rewards.dtype, device=batch.device)
-        path_total.index_add_(0, paths.segments.ids, step_rewards[paths.steps])
-        scores = path_total + (
-            batch.outcome.to(path_total.dtype) if batch.outcome is not None else 0.0
-        )
     groups = batch.groups
-    trajectory_advantage = groups.zscore(scores, eps)
-    paths = tree_paths(batch)
-    on_path = Groups(paths.steps, batch.num_steps)
-    value = on_path.mean(scores[paths.segments.ids])
-    mean_advantage = on_path.mean(trajectory_advantage[paths.segments.ids])
-    parent = (
-        batch.parent
-        if batch.parent is not None
-        else torch.where(
-            batch.segments.positions == 0,
-            -1,
-            torch.arange(batch.num_steps, device=batch.device) - 1,
+    if batch.parent is None:
+        # Only the prompt forks: the roots (first steps) of a group are the siblings.
+        scores = trajectory_scores(batch, reward)
+        trajectory_advantage = groups.zscore(scores, eps)
+        centred = (scores - groups.mean(scores)[groups.index]).masked_fill(
+            groups.size[groups.index] == 1, 0.0
         )
+        advantages = broadcast(trajectory_advantage, batch.segments)
+        # Only each trajectory's first step sits at the fork: one write per trajectory.
+        advantages.index_add_(0, batch.offsets[:-1], centred, alpha=fork_weight)
+        return Estimate(advantages, broadcast(scores, batch.segments))
+    paths = tree_paths(batch)
+    path_scores: Tensor | None = batch.outcome
+    if reward is not None and reward in batch.steps:
+        # A trajectory's reward includes the rewards of the ancestor steps it shares.
+        step_rewards = batch.step(reward)
+        path_total = segment_sum(step_rewards[paths.steps], paths.segments)
+        path_scores = (
+            path_total if path_scores is None else path_total + path_scores.to(path_total.dtype)
+        )
+    if path_scores is None:
+        batch.step(reward or "reward")  # raises the "no such column" error
+    assert path_scores is not None
+    scores = path_scores
+    trajectory_advantage = groups.zscore(scores, eps)
+    on_path = Groups(paths.steps, batch.num_steps)
+    value = on_path.mean(broadcast(scores, paths.segments))
+    mean_advantage = on_path.mean(broadcast(trajectory_advantage, paths.segments))
+    # Dense sibling keys without a sort: children of step p share key p; roots of group g share
+    # key num_steps + g.
+    root_group = broadcast(groups.index, batch.segments)
+    parent = batch.parent
+    siblings = Groups(
+        torch.where(parent >= 0, parent, batch.num_steps + root_group),
+        batch.num_steps + groups.count,
     )
-    root_group = groups.index[batch.segments.ids]
-    sibling_key = torch.where(parent >= 0, parent, batch.num_steps + root_group)
-    siblings = Groups.from_labels(sibling_key)
-    fork_advantage = value - siblings.mean(value)[siblings.index]
-    fork_advantage = fork_advantage.masked_fill(siblings.size[siblings.index] == 1, 0.0)
-    return Estimate(mean_advantage + fork_weight * fork_advantage, value)
+    fork = value - siblings.mean(value)[siblings.index]
+    fork = fork.masked_fill(siblings.size[siblings.index] == 1, 0.0)
+    return Estimate(mean_advantage + fork_weight * fork, value)
 
 
 @register("estimator", "fork_relative", paper="PORTool: Tool-Use LLM Training with Rewarded Tree")

@@ -51,8 +51,8 @@ def estimate_gae(
         final = torch.where(terminated, 0.0, batch.episodes[bootstrap_value].to(rewards.dtype))
     else:
         final = torch.zeros(len(batch), dtype=rewards.dtype, device=rewards.device)
-    next_values = next_in_segment(values, batch.segments, final)
-    deltas = rewards + gamma * next_values - values
+    # delta_t = r_t + gamma * V(s_{t+1}) - V(s_t), built in place in the fresh next-value tensor.
+    deltas = next_in_segment(values, batch.segments, final).mul_(gamma).add_(rewards).sub_(values)
     advantages = discounted_reverse_cumsum(deltas, batch.segments, gamma * lam)
     return Estimate(advantages, advantages + values)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from densereward.core.registry import register
-from densereward.core.segments import Groups, discounted_reverse_cumsum
+from densereward.core.segments import discounted_reverse_cumsum, pooled_zscore
 from densereward.core.trajectories import Trajectories
 from densereward.estimators.base import Estimate
 
@@ -32,16 +32,16 @@ def estimate_igpo(
     [1.2, 1.0, 0.1, 0.0]
     """
     gains = batch.step(information_gain)
-    last = batch.segments.is_last
     outcome = batch.outcome
-    rewards = gains.masked_fill(last, 0.0)
+    # The last turn's reward is the outcome, not an information gain: one write per trajectory.
+    last = batch.segments.last
+    rewards = gains.index_fill(0, last, 0.0)
     if outcome is not None:
-        rewards = rewards + last.to(gains.dtype) * outcome.to(gains.dtype)[batch.segments.ids]
-    step_groups = Groups(batch.groups.index[batch.segments.ids], batch.groups.count)
+        rewards.index_copy_(0, last, outcome.to(gains.dtype))
     returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
     if normalize == "returns":
-        return Estimate(step_groups.zscore(returns, eps), returns)
-    normalized = step_groups.zscore(rewards, eps)
+        return Estimate(pooled_zscore(returns, batch.segments, batch.groups, eps), returns)
+    normalized = pooled_zscore(rewards, batch.segments, batch.groups, eps)
     return Estimate(discounted_reverse_cumsum(normalized, batch.segments, gamma), returns)
 
 

@@ -36,14 +36,21 @@ def estimate_reinforce_pp(
     if kl is not None and kl_coef != 0.0:
         rewards = rewards - kl_coef * batch.step(kl).to(rewards.dtype)
     returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
-    std, mean = _std_mean(returns)
-    return Estimate((returns - mean) / (std + eps), returns)
+    return Estimate(whiten(returns, eps), returns)
 
 
-def _std_mean(x: Tensor) -> tuple[Tensor, Tensor]:
-    if x.numel() < 2:
-        return torch.zeros((), dtype=x.dtype, device=x.device), x.mean()
-    return torch.std_mean(x)
+def whiten(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x - mean(x)) / (std(x) + eps)`` over every element (unbiased std; 0 for one element).
+
+    Two passes with a dot product for the variance: several times faster than ``torch.std_mean``
+    on CPU and as accurate.
+    """
+    centred = x - x.mean()
+    count = x.numel()
+    if count < 2:
+        return centred
+    std = (torch.dot(centred.flatten(), centred.flatten()) / (count - 1)).sqrt()
+    return centred.div_(std + eps)
 
 
 @register("estimator", "reinforce_pp", paper="REINFORCE++ (Hu 2025)")

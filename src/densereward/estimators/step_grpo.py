@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from densereward.core.registry import register
 from densereward.core.segments import (
-    Groups,
     broadcast,
     discounted_reverse_cumsum,
+    pooled_zscore,
     segment_mean,
 )
 from densereward.core.trajectories import Trajectories
@@ -39,8 +39,7 @@ def estimate_step_grpo(
     [1.155, 0.577, -1.155]
     """
     rewards = batch.step(process)
-    step_groups = Groups(batch.groups.index[batch.segments.ids], batch.groups.count)
-    normalized = step_groups.zscore(rewards, eps)
+    normalized = pooled_zscore(rewards, batch.segments, batch.groups, eps)
     advantages = discounted_reverse_cumsum(normalized, batch.segments, gamma)
     returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
     if batch.outcome is not None and outcome_weight != 0.0:
@@ -64,7 +63,7 @@ def estimate_prime(
     (token rewards ``r_phi``, the ``process`` column) and the outcome part, computed separately
     and summed with the given weights. We read ``r_phi(y^j)`` as response j's *mean* token reward,
     as the reference implementation does, so that the baseline is on the scale of the token reward
-    it is subtracted from.
+    it is subtracted from. A response alone in its group has no baseline and gets advantage 0.
 
     >>> batch = Trajectories.from_episodes({"implicit_reward": [[1.0, 1.0], [0.0]]},
     ...                                    {"outcome": [1.0, 0.0], "group": [0, 0]})
@@ -74,8 +73,10 @@ def estimate_prime(
     rewards = batch.step(process)
     groups = batch.groups
     baseline = groups.leave_one_out_mean(segment_mean(rewards, batch.segments))
-    # A singleton group has no baseline: its leave-one-out "mean" is its own mean token reward.
     centred = rewards - broadcast(baseline, batch.segments)
+    # A response alone in its group has no leave-one-out baseline: it gets no advantage.
+    alone = broadcast(groups.size[groups.index] == 1, batch.segments)
+    centred = centred.masked_fill(alone, 0.0)
     advantages = process_weight * discounted_reverse_cumsum(centred, batch.segments, gamma)
     returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
     if batch.outcome is not None:

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from densereward.core.registry import register
-from densereward.core.segments import Groups
+from densereward.core.segments import Groups, pooled_zscore
 from densereward.core.trajectories import Trajectories
 from densereward.transforms.base import read_column, write_column
 
@@ -23,10 +23,11 @@ def normalize_column(
     """
     values, per_step = read_column(batch, name)
     if scope == "group":
-        index = batch.groups.index[batch.segments.ids] if per_step else batch.groups.index
-        pools = Groups(index, batch.groups.count)
+        pools = batch.groups
     else:
-        pools = Groups(torch.zeros(values.shape[0], dtype=torch.int64, device=values.device), 1)
+        pools = Groups(torch.zeros(len(batch), dtype=torch.int64, device=values.device), 1)
+    if per_step:
+        return pooled_zscore(values, batch.segments, pools, eps), per_step
     return pools.zscore(values, eps), per_step
 
 

@@ -1,0 +1,177 @@
+"""The real ``densereward`` command, run as a subprocess: results and bad-input behaviour."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from densereward import Pipeline, read_trajectories
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "data" / "prm_rollouts.jsonl"
+RECIPE = ROOT / "recipes" / "prm_clip_delta.yaml"
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    executable = Path(sys.executable).with_name("densereward")
+    command = (
+        [str(executable)] if executable.exists() else [sys.executable, "-m", "densereward.cli"]
+    )
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_shape_writes_what_the_python_pipeline_computes(tmp_path: Path) -> None:
+    out = tmp_path / "shaped.parquet"
+    result = run("shape", EXAMPLE, "--recipe", RECIPE, "--out", out)
+    assert result.returncode == 0, result.stderr
+    written = read_trajectories(out)
+    expected = Pipeline.from_yaml(RECIPE)(read_trajectories(EXAMPLE))
+    torch.testing.assert_close(written.step("advantage"), expected.advantages)
+    torch.testing.assert_close(written.step("return"), expected.returns)
+
+
+GOOD_LINE = '{"steps": {"prm": [0.5, 0.9]}, "outcome": 1.0, "group": 0}\n'
+
+BAD_INPUTS = {
+    "malformed_json": (
+        GOOD_LINE + '{"steps": {"prm": [0.5,, 0.9]}}\n',
+        r"bad\.jsonl:2: field 'line': malformed JSON",
+    ),
+    "nan_reward": (
+        GOOD_LINE + '{"steps": {"prm": [0.5, NaN]}, "outcome": 1.0, "group": 0}\n',
+        r"bad\.jsonl:2, trajectory 1, step 1: field 'steps\.prm': NaN is not a finite number",
+    ),
+    "mismatched_lengths": (
+        '{"steps": {"prm": [0.5, 0.9], "value": [0.1]}, "outcome": 1.0, "group": 0}\n',
+        r"bad\.jsonl:1: field 'steps\.value': has 1 steps, other columns have 2",
+    ),
+    "empty_file": ("", r"bad\.jsonl: field 'file': contains no trajectories"),
+    "blank_lines_only": ("\n\n  \n", r"contains no trajectories"),
+    "not_an_object": ("[1, 2]\n", r"bad\.jsonl:1: field 'line': expected a JSON object"),
+    "missing_steps": ('{"outcome": 1.0}\n', r"bad\.jsonl:1: field 'steps': missing"),
+    "string_reward": (
+        GOOD_LINE + '{"steps": {"prm": [0.5, "high"]}, "outcome": 1.0, "group": 0}\n',
+        r"bad\.jsonl:2, trajectory 1, step 1: field 'steps\.prm': expected a number",
+    ),
+    "empty_trajectory": (
+        '{"steps": {"prm": []}, "outcome": 1.0, "group": 0}\n',
+        r"bad\.jsonl:1.*has no steps",
+    ),
+    "inconsistent_columns": (
+        GOOD_LINE + '{"steps": {"prm": [0.5], "x": [1.0]}, "outcome": 1.0, "group": 0}\n',
+        r"bad\.jsonl:2: field 'steps\.x'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_one_line_exit_2_no_output_input_untouched(
+    tmp_path: Path, case: str
+) -> None:
+    text, pattern = BAD_INPUTS[case]
+    source = tmp_path / "bad.jsonl"
+    source.write_text(text)
+    before = digest(source)
+    out = tmp_path / "out.parquet"
+    result = run("shape", source, "--recipe", RECIPE, "--out", out)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert pytest.importorskip("re").search(pattern, lines[0]), lines[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == [source]
+    assert digest(source) == before
+
+
+def test_binary_garbage_is_rejected_cleanly(tmp_path: Path) -> None:
+    for name in ("garbage.jsonl", "garbage.parquet"):
+        source = tmp_path / name
+        source.write_bytes(bytes(range(256)) * 4)
+        result = run("validate", source)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert name in result.stderr and "Traceback" not in result.stderr
+
+
+RECIPE_ERRORS = {
+    "unknown_component": (
+        "transforms:\n  - {kind: clipp}\nestimator: {kind: grpo}\n",
+        r"transforms\[0\]\.kind: unknown transform 'clipp' \(known: .*clip,",
+    ),
+    "wrong_parameter_type": (
+        "transforms:\n  - {kind: clip, eta: high}\nestimator: {kind: grpo}\n",
+        r"transforms\[0\]\.eta: expected a number, got str 'high'",
+    ),
+    "unknown_parameter": (
+        "estimator: {kind: gae, gama: 0.9}\n",
+        r"estimator\.gama: unknown parameter for estimator 'gae'",
+    ),
+    "missing_estimator": ("transforms: []\n", r"missing 'estimator'"),
+    "bad_yaml": ("estimator: {kind: grpo\n", r"invalid YAML"),
+    "unknown_literal": (
+        "estimator: {kind: igpo, normalize: sometimes}\n",
+        r"expected one of 'returns', 'rewards'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECIPE_ERRORS))
+def test_bad_recipe_gets_one_line_exit_2_and_no_output(tmp_path: Path, case: str) -> None:
+    text, pattern = RECIPE_ERRORS[case]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    out = tmp_path / "out.jsonl"
+    result = run("shape", EXAMPLE, "--recipe", recipe, "--out", out)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert pytest.importorskip("re").search(pattern, lines[0]), lines[0]
+    assert not out.exists()
+
+
+def test_missing_column_for_the_recipe_fails_cleanly(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("estimator: {kind: gae}\n")  # needs a 'value' column the example lacks
+    result = run("shape", EXAMPLE, "--recipe", recipe, "--out", tmp_path / "o.jsonl")
+    assert result.returncode == 2
+    assert "field 'steps.value': no such step column" in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_shape_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    shutil.copy(EXAMPLE, source)
+    before = digest(source)
+    result = run("shape", source, "--recipe", RECIPE, "--out", source)
+    assert result.returncode == 2 and "refusing to overwrite" in result.stderr
+    assert digest(source) == before
+
+
+def test_validate_and_components(tmp_path: Path) -> None:
+    result = run("validate", EXAMPLE)
+    assert result.returncode == 0 and "192" in result.stdout
+    listing = run("components", "--kind", "estimator")
+    assert listing.returncode == 0
+    for name in (
+        "gae",
+        "grpo",
+        "dr_grpo",
+        "rloo",
+        "reinforce_pp",
+        "step_grpo",
+        "prime",
+        "igpo",
+        "fork_relative",
+    ):
+        assert name in listing.stdout
+    assert run("components", "--kind", "nonsense").returncode == 2
+    assert json.loads(EXAMPLE.read_text().splitlines()[0])["group"] == 0

@@ -1,0 +1,171 @@
+"""Every estimator against its slow reference (tests/reference/estimators.py), on hypothesis
+batches: singleton groups, length-1 episodes, all-equal rewards, every termination status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from densereward import Trajectories
+from densereward.estimators import (
+    estimate_fork_relative,
+    estimate_gae,
+    estimate_grpo,
+    estimate_igpo,
+    estimate_prime,
+    estimate_reinforce_pp,
+    estimate_rloo,
+    estimate_step_grpo,
+    policy_loss_weights,
+)
+from tests.reference import estimators as reference
+from tests.strategies import batches, trees
+
+gammas = st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0])
+
+
+def close(actual: torch.Tensor, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
+@given(batches(long=True), gammas, st.sampled_from([0.0, 0.95, 1.0]))
+def test_gae_matches_loop_reference(batch: Trajectories, gamma: float, lam: float) -> None:
+    estimate = estimate_gae(batch, gamma=gamma, lam=lam)
+    advantages, returns = reference.gae(batch, gamma, lam)
+    close(estimate.advantages, advantages)
+    close(estimate.returns, returns)
+
+
+@pytest.mark.parametrize("cut", range(1, 7))
+def test_gae_bootstraps_on_truncation_at_every_position(cut: int) -> None:
+    # One 6-step episode of reward 1 and value 0, truncated after `cut` steps, then bootstrapped
+    # from V(s_cut) = 5: the last advantage must include gamma * 5; terminated, it must not.
+    rewards, values = [1.0] * cut, [0.0] * cut
+    for terminated, expected_tail in ((False, 1.0 + 0.9 * 5.0), (True, 1.0)):
+        batch = Trajectories.from_episodes(
+            {"reward": [rewards], "value": [values]},
+            {"terminated": [terminated], "truncated": [not terminated], "bootstrap_value": [5.0]},
+        )
+        advantages = estimate_gae(batch, gamma=0.9, lam=1.0).advantages
+        assert advantages[-1].item() == pytest.approx(expected_tail)
+        discount = 0.9 ** np.arange(cut)[::-1]
+        head = 1.0 * (1 - 0.9 ** (cut - np.arange(cut))) / (1 - 0.9)
+        expected = head + (0.0 if terminated else 5.0 * 0.9 * discount)
+        np.testing.assert_allclose(advantages.numpy(), expected, rtol=1e-12)
+
+
+@given(batches())
+def test_grpo_and_dr_grpo_match_reference(batch: Trajectories) -> None:
+    close(estimate_grpo(batch).advantages, reference.grpo(batch))
+    close(estimate_grpo(batch, scale="none").advantages, reference.grpo(batch, scale=False))
+
+
+@given(batches(equal_rewards=True))
+def test_group_estimators_give_exact_zero_on_all_equal_groups(batch: Trajectories) -> None:
+    # All-equal groups carry no signal: zero advantage, never NaN (std = 0) or 1e-2 noise.
+    for estimate in (
+        estimate_grpo(batch),
+        estimate_grpo(batch, scale="none"),
+        estimate_rloo(batch),
+    ):
+        same_length = batch.lengths == batch.lengths[0]
+        if bool(same_length.all()):
+            assert torch.equal(estimate.advantages, torch.zeros_like(estimate.advantages))
+        assert bool(torch.isfinite(estimate.advantages).all())
+
+
+def test_singleton_group_gets_zero_advantage_and_no_nan() -> None:
+    batch = Trajectories.from_episodes({"reward": [[1.0, 2.0]]}, {"outcome": [1.0], "group": [0]})
+    # No baseline exists for a lone response: the group-relative estimators give it nothing.
+    for estimate in (
+        estimate_grpo(batch),
+        estimate_rloo(batch),
+        estimate_prime(batch, process="reward"),
+    ):
+        assert torch.equal(estimate.advantages, torch.zeros(2, dtype=torch.float64))
+    # Step-pooled estimators still compare the response's own steps, and must stay finite.
+    for estimate in (estimate_step_grpo(batch), estimate_igpo(batch, information_gain="reward")):
+        assert bool(torch.isfinite(estimate.advantages).all())
+
+
+@given(batches())
+def test_rloo_matches_reference(batch: Trajectories) -> None:
+    close(estimate_rloo(batch).advantages, reference.rloo(batch))
+
+
+@given(batches(long=True), st.sampled_from([0.0, 0.1]), gammas)
+def test_reinforce_pp_matches_reference(batch: Trajectories, kl_coef: float, gamma: float) -> None:
+    estimate = estimate_reinforce_pp(batch, kl="kl", kl_coef=kl_coef, gamma=gamma)
+    np.testing.assert_allclose(
+        estimate.advantages.numpy(),
+        reference.reinforce_pp(batch, kl_coef, gamma),
+        rtol=1e-7,
+        atol=1e-7,
+    )
+
+
+@given(batches(), st.sampled_from([0.0, 1.0, 0.5]), gammas)
+def test_step_grpo_matches_reference(batch: Trajectories, weight: float, gamma: float) -> None:
+    estimate = estimate_step_grpo(batch, process="prm", outcome_weight=weight, gamma=gamma)
+    close(estimate.advantages, reference.step_grpo(batch, "prm", weight, gamma))
+
+
+@given(batches(), gammas)
+def test_prime_matches_reference(batch: Trajectories, gamma: float) -> None:
+    close(
+        estimate_prime(batch, process="prm", gamma=gamma).advantages,
+        reference.prime(batch, "prm", gamma),
+    )
+
+
+@given(batches(), gammas, st.sampled_from(["returns", "rewards"]))
+def test_igpo_matches_reference(batch: Trajectories, gamma: float, normalize: str) -> None:
+    estimate = estimate_igpo(batch, information_gain="prm", gamma=gamma, normalize=normalize)  # type: ignore[arg-type]
+    close(estimate.advantages, reference.igpo(batch, gamma, normalize))
+
+
+@given(trees(), st.sampled_from([0.0, 1.0, 2.0]))
+def test_fork_relative_matches_path_walking_reference(batch: Trajectories, weight: float) -> None:
+    close(
+        estimate_fork_relative(batch, fork_weight=weight).advantages,
+        reference.fork_relative(batch, weight),
+    )
+
+
+def test_fork_relative_without_tree_forks_only_at_the_prompt() -> None:
+    batch = Trajectories.from_episodes(
+        {"reward": [[0.0, 1.0], [0.5], [0.2, 0.1]]},
+        {"outcome": [1.0, 0.0, 1.0], "group": [0, 0, 0]},
+    )
+    scores = torch.tensor([2.0, 0.5, 1.3], dtype=torch.float64)
+    fork_at_prompt = torch.zeros(5, dtype=torch.float64)
+    fork_at_prompt[batch.offsets[:-1]] = scores - scores.mean()
+    expected = estimate_grpo(batch).advantages + fork_at_prompt
+    torch.testing.assert_close(estimate_fork_relative(batch).advantages, expected)
+
+
+@given(batches())
+def test_policy_loss_weights_reproduce_the_aggregations(batch: Trajectories) -> None:
+    loss = torch.rand(batch.num_steps, dtype=torch.float64)
+    per_trajectory = [e.mean() for e in torch.split(loss, batch.lengths.tolist())]
+    seq_mean = torch.stack(per_trajectory).mean()
+    weights = policy_loss_weights(batch, "seq_mean_token_mean").to(torch.float64)
+    torch.testing.assert_close((weights * loss).sum(), seq_mean)
+    weights = policy_loss_weights(batch, "token_mean").to(torch.float64)
+    torch.testing.assert_close((weights * loss).sum(), loss.mean(), rtol=1e-6, atol=1e-7)
+
+
+def test_estimators_keep_dtype_and_device() -> None:
+    batch = Trajectories.from_episodes(
+        {
+            "reward": [torch.tensor([0.0, 1.0], dtype=torch.float32)],
+            "value": [torch.tensor([0.1, 0.2], dtype=torch.float32)],
+        },
+        {"outcome": torch.tensor([1.0], dtype=torch.float32), "group": torch.tensor([0])},
+    )
+    for estimate in (estimate_gae(batch), estimate_grpo(batch), estimate_reinforce_pp(batch)):
+        assert estimate.advantages.dtype == torch.float32
+        assert estimate.advantages.device == batch.device
