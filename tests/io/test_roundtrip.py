@@ -87,3 +87,16 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as caught:
         read_trajectories(path)
     assert caught.value.line == 3 and caught.value.field == "steps.r" and caught.value.step == 1
+
+
+def test_written_file_has_default_permissions_and_no_temporary_left(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    batch = Trajectories.from_episodes({"r": [[1.0]]})
+    path = tmp_path / "out.jsonl"
+    write_trajectories(batch, path)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
