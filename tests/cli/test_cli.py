@@ -56,6 +56,10 @@ BAD_INPUTS = {
         '{"steps": {"prm": [0.5, 0.9], "value": [0.1]}, "outcome": 1.0, "group": 0}\n',
         r"bad\.jsonl:1: field 'steps\.value': has 1 steps, other columns have 2",
     ),
+    "infinite_outcome": (
+        GOOD_LINE + '{"steps": {"prm": [0.5]}, "outcome": Infinity, "group": 0}\n',
+        r"bad\.jsonl:2, trajectory 1: field 'outcome': inf is not a finite number",
+    ),
     "empty_file": ("", r"bad\.jsonl: field 'file': contains no trajectories"),
     "blank_lines_only": ("\n\n  \n", r"contains no trajectories"),
     "not_an_object": ("[1, 2]\n", r"bad\.jsonl:1: field 'line': expected a JSON object"),
@@ -175,3 +179,26 @@ def test_validate_and_components(tmp_path: Path) -> None:
         assert name in listing.stdout
     assert run("components", "--kind", "nonsense").returncode == 2
     assert json.loads(EXAMPLE.read_text().splitlines()[0])["group"] == 0
+
+
+def test_parquet_with_disagreeing_step_lengths_is_rejected(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "bad.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "steps.prm": [[0.5, 0.9], [0.1]],
+                "steps.value": [[0.0, 0.0], [0.0, 0.0]],
+                "outcome": [1.0, 0.0],
+            }
+        ),
+        source,
+    )
+    before = digest(source)
+    out = tmp_path / "out.jsonl"
+    result = run("shape", source, "--recipe", RECIPE, "--out", out)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "trajectory 1: field 'steps.value': has 2 steps, steps.prm has 1" in result.stderr
+    assert not out.exists() and digest(source) == before

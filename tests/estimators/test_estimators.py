@@ -169,3 +169,56 @@ def test_estimators_keep_dtype_and_device() -> None:
     for estimate in (estimate_gae(batch), estimate_grpo(batch), estimate_reinforce_pp(batch)):
         assert estimate.advantages.dtype == torch.float32
         assert estimate.advantages.device == batch.device
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_estimators_keep_every_float_dtype(dtype: torch.dtype) -> None:
+    batch = Trajectories.from_episodes(
+        {"reward": [torch.tensor([0.0, 1.0], dtype=dtype), torch.tensor([1.0], dtype=dtype)]},
+        {"outcome": torch.tensor([1.0, 0.0], dtype=dtype), "group": torch.tensor([0, 0])},
+    )
+    reference_advantages = estimate_grpo(
+        batch.with_steps(reward=batch.step("reward").double())
+    ).advantages
+    for estimate in (
+        estimate_grpo(batch),
+        estimate_rloo(batch),
+        estimate_reinforce_pp(batch),
+        estimate_step_grpo(batch),
+        estimate_prime(batch, process="reward"),
+    ):
+        assert estimate.advantages.dtype == dtype
+        assert bool(torch.isfinite(estimate.advantages.float()).all())
+    torch.testing.assert_close(
+        estimate_grpo(batch).advantages.double(), reference_advantages, rtol=2e-2, atol=2e-2
+    )
+
+
+def test_empty_batch_gives_empty_advantages() -> None:
+    empty = Trajectories(
+        torch.zeros(1, dtype=torch.int64),
+        {"reward": torch.zeros(0), "value": torch.zeros(0)},
+        {"outcome": torch.zeros(0), "group": torch.zeros(0, dtype=torch.int64)},
+    )
+    for estimate in (
+        estimate_gae(empty),
+        estimate_grpo(empty),
+        estimate_rloo(empty),
+        estimate_reinforce_pp(empty),
+        estimate_step_grpo(empty),
+        estimate_prime(empty, process="reward"),
+        estimate_igpo(empty, information_gain="reward"),
+        estimate_fork_relative(empty),
+    ):
+        assert estimate.advantages.shape == (0,)
+
+
+@given(batches(outcome=True))
+def test_tree_without_shared_prefixes_equals_the_flat_batch(batch: Trajectories) -> None:
+    # An "empty" tree: every trajectory is its own root chain, nothing is shared.
+    parent = torch.arange(batch.num_steps) - 1
+    parent[batch.offsets[:-1]] = -1
+    tree = Trajectories(batch.offsets, batch.steps, batch.episodes, parent=parent)
+    torch.testing.assert_close(
+        estimate_fork_relative(tree).advantages, estimate_fork_relative(batch).advantages
+    )

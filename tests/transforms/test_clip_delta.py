@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from densereward.core.segments import Segments
 from densereward.transforms import clip_rewards, delta_rewards
+from tests.reference import transforms as reference
+from tests.strategies import batches, episodes_of
 
 step_scores = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=30)
 
@@ -44,3 +46,17 @@ def test_repeating_good_steps_farms_raw_prm_but_not_clip_delta(steps, repeats, e
         rewards, segments = _one(x)
         shaped = delta_rewards(clip_rewards(rewards, eta), segments)
         np.testing.assert_allclose(shaped.sum().item(), min(x[0] - eta, 0.0), atol=1e-12)
+
+
+@given(batches(), st.floats(0.0, 1.0))
+def test_clip_and_delta_match_reference_on_ragged_batches(batch, eta) -> None:
+    prm = batch.step("prm")
+    np.testing.assert_array_equal(
+        clip_rewards(prm, eta).numpy(),
+        np.concatenate(reference.clip(episodes_of(batch, "prm"), eta)),
+    )
+    np.testing.assert_allclose(
+        delta_rewards(prm, batch.segments).numpy(),
+        np.concatenate(reference.delta(episodes_of(batch, "prm"))),
+        rtol=1e-12,
+    )

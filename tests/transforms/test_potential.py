@@ -12,6 +12,8 @@ from densereward import Trajectories, ValidationError
 from densereward.core.segments import Segments
 from densereward.estimators import estimate_gae
 from densereward.transforms import shape_potential
+from tests.reference import transforms as reference
+from tests.strategies import batches, episodes_of
 
 
 def value_iteration(P: np.ndarray, R: np.ndarray, terminal: np.ndarray, gamma: float) -> np.ndarray:
@@ -148,3 +150,21 @@ def test_prm_potential_at_next_state_telescopes() -> None:
     torch.testing.assert_close(
         shaped.step("reward"), torch.tensor([0.2, 0.3, 1.0 - 0.5], dtype=torch.float64)
     )
+
+
+@given(batches(long=True), st.sampled_from([0.0, 0.9, 1.0]))
+def test_potential_shaping_matches_loop_reference(batch: Trajectories, gamma: float) -> None:
+    # Hypothesis batches mix terminated, truncated and unfinished trajectories of every length,
+    # so truncation lands at every position.
+    final = batch.episodes["bootstrap_value"]
+    out = shape_potential(
+        batch.step("reward"), batch.step("value"), batch.segments, batch.terminated, final, gamma
+    )
+    expected = reference.shape_potential(
+        episodes_of(batch, "reward"),
+        episodes_of(batch, "value"),
+        batch.terminated.tolist(),
+        final.tolist(),
+        gamma,
+    )
+    np.testing.assert_allclose(out.numpy(), np.concatenate(expected), rtol=1e-12, atol=1e-12)

@@ -20,7 +20,8 @@ from densereward.transforms import (
     preference_as_reward,
     trust_weights,
 )
-from tests.strategies import batches
+from tests.reference import transforms as reference
+from tests.strategies import batches, episodes_of
 
 
 def apply(spec: dict, batch: Trajectories, iteration: int = 0) -> Trajectories:
@@ -36,16 +37,12 @@ def test_return_decomposition_sums_exactly_to_the_return(batch: Trajectories, ma
     torch.testing.assert_close(segment_sum(out.step("reward"), batch.segments), returns)
     assert out.outcome is not None and bool((out.outcome == 0).all())
     # Each trajectory is either the prediction differences or, gated, sparse: G at the last step.
-    prm = batch.to_episodes("prm")
-    for i, (shaped, g) in enumerate(zip(out.to_episodes("reward"), prm, strict=True)):
-        error = returns[i] - g[-1]
-        if max_error is not None and abs(float(error)) > max_error:
-            expected = torch.zeros_like(g)
-            expected[-1] = returns[i]
-        else:
-            expected = g - torch.cat([g.new_zeros(1), g[:-1]])
-            expected[-1] += error
-        torch.testing.assert_close(shaped, expected)
+    expected = reference.return_decomposition(
+        episodes_of(batch, "prm"), returns.tolist(), max_error
+    )
+    np.testing.assert_allclose(
+        out.step("reward").numpy(), np.concatenate(expected), rtol=1e-12, atol=1e-12
+    )
 
 
 @given(batches())
@@ -70,8 +67,7 @@ def test_par_matches_definition_and_is_bounded(references, k) -> None:
     reward = torch.tensor([0.3], dtype=torch.float64)
     refs = torch.tensor([references], dtype=torch.float64)
     value = preference_as_reward(reward, refs, k).item()
-    expected = np.mean([1 / (1 + math.exp(-k * (0.3 - r))) for r in references])
-    assert value == pytest.approx(expected, rel=1e-12)
+    assert value == pytest.approx(reference.par([0.3], [references], k)[0], rel=1e-12)
     assert 0.0 < value < 1.0
 
 
@@ -156,3 +152,17 @@ def test_normalize_group_and_batch(batch: Trajectories) -> None:
             np.testing.assert_allclose(
                 grouped[groups == g], (pool - pool.mean()) / (pool.std(ddof=1) + 1e-6), rtol=1e-9
             )
+
+
+@given(
+    st.lists(st.floats(-5, 5), min_size=1, max_size=8),
+    st.lists(st.floats(-5, 5), min_size=8, max_size=8),
+)
+def test_log_sigmoid_matches_reference(rewards, references) -> None:
+    refs = references[: len(rewards)]
+    out = log_sigmoid_centre(
+        torch.tensor(rewards, dtype=torch.float64), torch.tensor(refs, dtype=torch.float64)
+    )
+    np.testing.assert_allclose(
+        out.numpy(), reference.log_sigmoid(rewards, refs), rtol=1e-9, atol=1e-12
+    )

@@ -21,13 +21,22 @@ from torch import Tensor
 SCAN_BLOCK = 64
 
 
+# Dtypes NumPy can view without a copy; bfloat16 (and complex) stay on the torch path.
+_NUMPY_DTYPES = (torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.bool)
+
+
+def _numpy_ok(x: Tensor) -> bool:
+    """Whether a CPU fast path through a zero-copy NumPy view is safe for ``x``."""
+    return x.device.type == "cpu" and not x.requires_grad and x.dtype in _NUMPY_DTYPES
+
+
 def repeat(values: Tensor, counts: Tensor, total: int) -> Tensor:
     """``values[i]`` repeated ``counts[i]`` times, ``[total]``.
 
-    NumPy's ``repeat`` is about 8x faster than ``torch.repeat_interleave`` on CPU; on other devices
-    the torch op is used.
+    NumPy's ``repeat`` is about 8x faster than ``torch.repeat_interleave`` on CPU; it is used
+    through zero-copy views for CPU tensors of NumPy dtypes that need no gradient.
     """
-    if values.device.type == "cpu":
+    if _numpy_ok(values) and _numpy_ok(counts):
         return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
     return torch.repeat_interleave(values, counts, output_size=total)
 
@@ -246,13 +255,7 @@ def discounted_reverse_cumsum(
 
 def _segment_reduce(x: Tensor, segments: Segments, reduce: str) -> Tensor:
     """``reduce`` over each segment. Segments must be non-empty for ``max``/``min``."""
-    if (
-        x.device.type == "cpu"
-        and not x.requires_grad
-        and x.ndim == 1
-        and segments.count > 0
-        and bool(segments.nonempty)
-    ):
+    if _numpy_ok(x) and x.ndim == 1 and segments.count > 0 and segments.nonempty:
         # NumPy's reduceat is several times faster than segment_reduce on CPU, and zero-copy here.
         ufunc = {"sum": np.add, "max": np.maximum, "min": np.minimum}[reduce]
         starts = segments.offsets[:-1].numpy()
@@ -280,7 +283,7 @@ def segment_mean(x: Tensor, segments: Segments) -> Tensor:
 
 def broadcast(per_segment: Tensor, segments: Segments) -> Tensor:
     """Repeat each segment's value over its elements: ``[count] -> [total]``."""
-    if per_segment.device.type == "cpu" and not per_segment.requires_grad:
+    if _numpy_ok(per_segment):
         # Segments are contiguous, so this is a repeat: no index tensor to read.
         return repeat(per_segment, segments.lengths, segments.total)
     return torch.index_select(per_segment, 0, segments.ids)
