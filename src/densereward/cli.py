@@ -14,7 +14,9 @@ from typing import Annotated, Any, TypeVar
 
 import torch
 import typer
+import yaml
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
@@ -23,6 +25,7 @@ from densereward.core.registry import KINDS, components
 from densereward.core.trajectories import Trajectories
 from densereward.io import Format, read_trajectories, write_trajectories
 from densereward.pipeline import Pipeline, Recipe
+from densereward.runs import DEFAULT_RUN, RECIPES, RunRecipe, execute, resolve_recipe
 
 app = typer.Typer(
     name="densereward",
@@ -76,7 +79,7 @@ def _summary_table(batch: Trajectories, title: str) -> Table:
 @user_errors
 def shape(
     input: Annotated[Path, typer.Argument(help="Trajectories: .jsonl, .parquet or TRL stepwise.")],
-    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML.")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML, or a built-in name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl or .parquet).")],
     input_format: Annotated[
         str, typer.Option("--format", help="auto, jsonl, parquet or trl.")
@@ -92,7 +95,7 @@ def shape(
     input_kind, out_kind = _format(input_format, "--format"), _format(out_format, "--out-format")
     if out.resolve() == input.resolve():
         raise DenseRewardError(f"--out {out}: refusing to overwrite the input file")
-    pipeline = Pipeline.from_yaml(recipe)
+    pipeline = Pipeline.from_yaml(resolve_recipe(recipe))
     batch = read_trajectories(input, input_kind)
     result = pipeline(batch, iteration)
     write_trajectories(result.trajectories, out, out_kind)
@@ -129,6 +132,13 @@ def validate(
     console.print(_summary_table(batch, f"{input}: valid"))
 
 
+@app.command(name="recipes")
+def list_recipes() -> None:
+    """The recipes shipped with densereward."""
+    for path in sorted(RECIPES.glob("*.yaml")):
+        console.print(f"{path.stem:<20} {path}", markup=False)
+
+
 @app.command(name="components")
 @user_errors
 def list_components(
@@ -154,15 +164,75 @@ def list_components(
     console.print(table)
 
 
+@app.command()
+@user_errors
+def run(
+    recipe: Annotated[
+        str, typer.Argument(help="Run recipe YAML, or a built-in name.")
+    ] = DEFAULT_RUN,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/NAME-TIME).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: local).")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option(help="Run sequentially in this process, without Ray.")
+    ] = False,
+    steps: Annotated[int | None, typer.Option(help="Override the trainer's total_steps.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Override the seeds, e.g. '0,1'.")] = None,
+) -> None:
+    """Run a recipe end to end: every method x seed, then metrics, plots and report.md."""
+    import dataclasses
+
+    run_recipe = RunRecipe.from_yaml(resolve_recipe(recipe))
+    if steps is not None:
+        if steps <= 0:
+            raise DenseRewardError("--steps: must be positive")
+        run_recipe = dataclasses.replace(
+            run_recipe, trainer=dataclasses.replace(run_recipe.trainer, total_steps=steps)
+        )
+    if seeds is not None:
+        try:
+            chosen = tuple(int(s) for s in seeds.split(",") if s.strip())
+        except ValueError:
+            raise DenseRewardError(
+                f"--seeds: expected integers like '0,1', got {seeds!r}"
+            ) from None
+        if not chosen:
+            raise DenseRewardError("--seeds: name at least one seed")
+        run_recipe = dataclasses.replace(run_recipe, seeds=chosen)
+    jobs = len(run_recipe.methods) * len(run_recipe.seeds)
+    console.print(
+        f"[bold]{run_recipe.name}[/bold]: {len(run_recipe.methods)} methods x "
+        f"{len(run_recipe.seeds)} seeds = {jobs} runs of {run_recipe.trainer.total_steps:,} steps "
+        f"on {run_recipe.trainer.env_id}"
+    )
+    folder = execute(run_recipe, out, ray_address, local)
+    console.print(Markdown((folder / "report.md").read_text(encoding="utf-8")))
+    console.print(f"run folder: {folder}")
+
+
 @app.command(name="recipe")
 @user_errors
-def show_recipe(path: Annotated[Path, typer.Argument(help="Recipe YAML to validate.")]) -> None:
+def show_recipe(
+    path: Annotated[str, typer.Argument(help="Recipe YAML, or a built-in name.")],
+) -> None:
     """Validate a recipe and print it resolved, every parameter with its value."""
-    recipe = Recipe.from_yaml(path)
-    transforms, estimator = recipe.build(str(path))
-    for index, component in enumerate([*transforms, estimator]):
-        label = "estimator" if index == len(transforms) else f"transforms[{index}]"
-        console.print(f"{label}: {component!r}", markup=False)
+    resolved = resolve_recipe(path)
+    text = resolved.read_text(encoding="utf-8") if resolved.exists() else ""
+    if "methods:" in text:
+        console.print(
+            yaml.safe_dump(RunRecipe.from_yaml(resolved).resolved(), sort_keys=False),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    recipe = Recipe.from_yaml(resolved)
+    signals, transforms, estimator = recipe.build(str(resolved))
+    for name, signal in signals.items():
+        console.print(f"signals.{name}: {signal!r}", markup=False)
+    for index, transform in enumerate(transforms):
+        console.print(f"transforms[{index}]: {transform!r}", markup=False)
+    console.print(f"estimator: {estimator!r}", markup=False)
 
 
 def main() -> None:

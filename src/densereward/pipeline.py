@@ -24,12 +24,14 @@ from torch import Tensor
 
 # Importing the packages registers their components.
 import densereward.estimators
+import densereward.signals
 import densereward.transforms  # noqa: F401
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.registry import build
 from densereward.core.trajectories import Trajectories
+from densereward.signals.base import SignalContext
 
-RECIPE_KEYS = ("name", "description", "transforms", "estimator")
+RECIPE_KEYS = ("name", "description", "signals", "transforms", "estimator")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Recipe:
     estimator: Mapping[str, Any]
     transforms: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
+    signals: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @staticmethod
     def from_dict(data: Any, source: str = "recipe") -> Recipe:
@@ -60,8 +63,15 @@ class Recipe:
         name = data.get("name", Path(source).stem)
         if not isinstance(name, str):
             raise ConfigError(f"{source}: name", "must be a string")
+        signals = data.get("signals") or {}
+        if not isinstance(signals, Mapping):
+            raise ConfigError(f"{source}: signals", "must map column names to signal components")
         recipe = Recipe(
-            name, data["estimator"], tuple(transforms), str(data.get("description", ""))
+            name,
+            data["estimator"],
+            tuple(transforms),
+            str(data.get("description", "")),
+            dict(signals),
         )
         recipe.build(source)  # validate every component now, not halfway through a run
         return recipe
@@ -84,17 +94,22 @@ class Recipe:
             raise ConfigError(where, f"invalid YAML: {problem}") from None
         return Recipe.from_dict(data, str(path))
 
-    def build(self, source: str = "recipe") -> tuple[list[Any], Any]:
+    def build(self, source: str = "recipe") -> tuple[dict[str, Any], list[Any], Any]:
+        signals = {
+            name: build("signal", spec, f"{source}: signals.{name}")
+            for name, spec in self.signals.items()
+        }
         transforms = [
             build("transform", spec, f"{source}: transforms[{i}]")
             for i, spec in enumerate(self.transforms)
         ]
-        return transforms, build("estimator", self.estimator, f"{source}: estimator")
+        return signals, transforms, build("estimator", self.estimator, f"{source}: estimator")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
+            "signals": {name: dict(spec) for name, spec in self.signals.items()},
             "transforms": [dict(t) for t in self.transforms],
             "estimator": dict(self.estimator),
         }
@@ -135,7 +150,13 @@ class Pipeline:
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
-        self.transforms, self.estimator = recipe.build()
+        self.signals, self.transforms, self.estimator = recipe.build()
+
+    def prepare(self, context: SignalContext) -> None:
+        """Let every signal that learns before use (``prepare``) do so."""
+        for signal in self.signals.values():
+            if hasattr(signal, "prepare"):
+                signal.prepare(context)
 
     @staticmethod
     def from_yaml(path: str | Path) -> Pipeline:
@@ -143,10 +164,16 @@ class Pipeline:
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> PipelineResult:
         diagnostics: list[Diagnostic] = []
-        for index, transform in enumerate(self.transforms):
-            stage = f"transforms[{index}] {transform.component_name}"
+        stages: list[tuple[str, Any]] = [
+            (f"signals.{name} {signal.component_name}", lambda b, i, s=signal, n=name: s(b, n))
+            for name, signal in self.signals.items()
+        ] + [
+            (f"transforms[{index}] {transform.component_name}", transform)
+            for index, transform in enumerate(self.transforms)
+        ]
+        for stage, apply in stages:
             before_steps, before_episodes = dict(batch.steps), dict(batch.episodes)
-            batch = transform(batch, iteration)
+            batch = apply(batch, iteration)
             changed = [
                 (name, column)
                 for name, column in batch.steps.items()

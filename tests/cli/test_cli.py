@@ -16,7 +16,7 @@ from densereward import Pipeline, read_trajectories
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "data" / "prm_rollouts.jsonl"
-RECIPE = ROOT / "recipes" / "prm_clip_delta.yaml"
+RECIPE = ROOT / "src" / "densereward" / "recipes" / "prm_clip_delta.yaml"
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:

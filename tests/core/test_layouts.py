@@ -118,3 +118,12 @@ def test_padded_width_too_small_is_an_error() -> None:
     batch = Trajectories.from_episodes({"v": [[1.0, 2.0, 3.0]]})
     with pytest.raises(ValidationError, match="too narrow"):
         to_padded(batch, batch.step("v"), width=2)
+
+
+def test_terminated_and_truncated_together_count_as_terminated() -> None:
+    # MiniGrid reports both when the goal is reached on the last allowed step.
+    rewards = torch.tensor([[0.0], [1.0], [0.5]])
+    terminated = torch.tensor([[False], [True], [False]])
+    truncated = torch.tensor([[False], [True], [False]])
+    batch = from_rollout_buffer(rewards, terminated, truncated)
+    assert batch.terminated.tolist() == [True, False] and batch.truncated.tolist() == [False, False]

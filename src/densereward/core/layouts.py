@@ -147,6 +147,7 @@ def from_rollout_buffer(
       ``previous_done[env]`` says whether row 0 is such a reset step (the env ended an episode on
       the last step of the previous buffer).
 
+    A step flagged both terminated and truncated (Gymnasium allows it) counts as terminated.
     A trajectory still running at the end of the buffer is neither terminated nor truncated: an
     estimator bootstraps it like a truncation. Each step keeps its source cell in the ``env`` and
     ``time`` columns, which :func:`to_rollout_buffer` uses to go back exactly.
@@ -168,6 +169,9 @@ def from_rollout_buffer(
             raise ValidationError(name, f"has shape {list(flag.shape)}, rewards have {list(shape)}")
         flags[name] = flag.to(torch.bool)
     num_time, num_envs = shape
+    # Gymnasium allows both flags at once (the goal reached on the last allowed step). The state is
+    # terminal either way: termination wins, so nothing is bootstrapped from it.
+    flags[TRUNCATED] = flags[TRUNCATED] & ~flags[TERMINATED]
     done = flags[TERMINATED] | flags[TRUNCATED]
     # Work env-major: flat index = env * T + time, so each env's steps are contiguous.
     done_flat = done.T.reshape(-1)

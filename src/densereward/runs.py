@@ -1,0 +1,529 @@
+"""``densereward run``: a run recipe end to end — methods x seeds in parallel on Ray, one folder.
+
+A run recipe names a world, a trainer, seeds and the methods to compare; each method is a reward
+pipeline (signals, transforms, estimator)::
+
+    name: doorkey-5x5
+    world: {env_id: MiniGrid-DoorKey-5x5-v0}
+    trainer: {kind: ppo, total_steps: 60000, learning_rate: 0.001}
+    seeds: [0, 1, 2]
+    estimator: {kind: gae, gamma: 0.99, lam: 0.95}      # shared by methods unless they set one
+    methods:
+      sparse: {}
+      progress_potential:
+        signals: {potential: {kind: progress_model}}
+        transforms: [{kind: potential, potential: potential}]
+
+The run folder holds ``config.yaml`` (resolved), ``metrics.parquet`` (one row per update per run),
+``checkpoints/``, ``success_rate.png``, ``true_return.png`` and ``report.md``. It is written to a
+temporary folder first and renamed when complete, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import platform
+import shutil
+import tempfile
+import time
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from densereward.core.errors import ConfigError
+from densereward.core.registry import coerce
+from densereward.pipeline import Pipeline, Recipe
+from densereward.signals.base import SignalContext
+from densereward.trainers.ppo import PPOConfig, train_ppo
+
+RUN_KEYS = (
+    "name",
+    "description",
+    "world",
+    "trainer",
+    "seeds",
+    "estimator",
+    "methods",
+    "success_threshold",
+)
+RECIPES = Path(__file__).resolve().parent / "recipes"
+DEFAULT_RUN = "doorkey"
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: a path, or the name of one shipped in ``densereward/recipes``."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    builtin = RECIPES / f"{name_or_path}.yaml"
+    if builtin.exists():
+        return builtin
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise ConfigError(
+        str(name_or_path), f"no such recipe file or built-in recipe (built-in: {known})"
+    )
+
+
+@dataclass(frozen=True)
+class RunRecipe:
+    name: str
+    description: str
+    trainer: PPOConfig
+    seeds: tuple[int, ...]
+    methods: dict[str, Recipe]
+    success_threshold: float = 0.9
+
+    @staticmethod
+    def from_dict(data: Any, source: str = "recipe") -> RunRecipe:
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                source, "a run recipe must be a mapping with 'world', 'trainer', 'methods'"
+            )
+        for key in data:
+            if key not in RUN_KEYS:
+                raise ConfigError(
+                    f"{source}: {key}", f"unknown run-recipe key (known: {', '.join(RUN_KEYS)})"
+                )
+        world = data.get("world") or {}
+        if not isinstance(world, Mapping) or "env_id" not in world or set(world) - {"env_id"}:
+            raise ConfigError(f"{source}: world", "must be {env_id: <Gymnasium id>}")
+        trainer = dict(data.get("trainer") or {})
+        if trainer.pop("kind", "ppo") != "ppo":
+            raise ConfigError(f"{source}: trainer.kind", "only 'ppo' exists for control worlds")
+        hints = typing.get_type_hints(PPOConfig)
+        fields = {f.name for f in dataclasses.fields(PPOConfig)}
+        values = {}
+        for key, value in trainer.items():
+            if key not in fields or key in ("env_id", "seed"):
+                known = ", ".join(k for k in fields if k not in ("env_id", "seed"))
+                raise ConfigError(
+                    f"{source}: trainer.{key}", f"unknown PPO parameter (known: {known})"
+                )
+            values[key] = coerce(value, hints[key], f"{source}: trainer.{key}")
+        config = PPOConfig(env_id=str(world["env_id"]), **values)
+        _check_world(config.env_id, f"{source}: world.env_id")
+        seeds = coerce(data.get("seeds", [0]), list[int], f"{source}: seeds")
+        if not seeds:
+            raise ConfigError(f"{source}: seeds", "name at least one seed")
+        methods_spec = data.get("methods")
+        if not isinstance(methods_spec, Mapping) or not methods_spec:
+            raise ConfigError(f"{source}: methods", "name at least one method")
+        estimator = data.get("estimator", {"kind": "gae"})
+        methods = {}
+        for name, spec in methods_spec.items():
+            spec = dict(spec or {})
+            spec.setdefault("estimator", estimator)
+            spec.setdefault("name", str(name))
+            methods[str(name)] = Recipe.from_dict(spec, f"{source}: methods.{name}")
+        threshold = coerce(
+            data.get("success_threshold", 0.9), float, f"{source}: success_threshold"
+        )
+        return RunRecipe(
+            str(data.get("name", Path(source).stem)),
+            str(data.get("description", "")),
+            config,
+            tuple(seeds),
+            methods,
+            threshold,
+        )
+
+    @staticmethod
+    def from_yaml(path: str | Path) -> RunRecipe:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(str(path), "recipe file not found") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(str(path), f"cannot read recipe ({error})") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(where, f"invalid YAML: {getattr(error, 'problem', error)}") from None
+        return RunRecipe.from_dict(data, str(path))
+
+    def resolved(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "trainer": {"kind": "ppo", **dataclasses.asdict(self.trainer)},
+            "seeds": list(self.seeds),
+            "success_threshold": self.success_threshold,
+            "methods": {name: _resolved_recipe(recipe) for name, recipe in self.methods.items()},
+        }
+
+
+def _check_world(env_id: str, where: str) -> None:
+    """Make the environment once now, so a bad id fails at load time and not inside a worker."""
+    from densereward.worlds.control.envs import make_env
+
+    try:
+        make_env(env_id).close()
+    except ConfigError as error:
+        raise ConfigError(where, error.problem) from None
+
+
+def _resolved_recipe(recipe: Recipe) -> dict[str, Any]:
+    """Every component with every parameter, defaults included."""
+    signals, transforms, estimator = recipe.build()
+
+    def spec(component: Any) -> dict[str, Any]:
+        fields = {
+            f.name: getattr(component, f.name) for f in dataclasses.fields(component) if f.repr
+        }
+        return {"kind": component.component_name, **fields}
+
+    return {
+        "signals": {name: spec(s) for name, s in signals.items()},
+        "transforms": [spec(t) for t in transforms],
+        "estimator": spec(estimator),
+    }
+
+
+# ----------------------------------------------------------------------------- one run
+def run_one(
+    method: str,
+    recipe: Recipe,
+    config: PPOConfig,
+    seed: int,
+    report: Callable[[int], None] | None = None,
+) -> tuple[list[dict[str, Any]], bytes, float]:
+    """Train one (method, seed); returns metrics rows, the policy checkpoint and the wall time."""
+    from densereward.worlds.control.expert import demonstrations
+
+    start = time.perf_counter()
+    config = dataclasses.replace(config, seed=seed)
+    pipeline = Pipeline(recipe)
+    # Demonstrations come from seeds the training environments never use.
+    pipeline.prepare(
+        SignalContext(seed, lambda n: demonstrations(config.env_id, n, 1_000_000 + seed * n))
+    )
+    result = train_ppo(config, pipeline, (lambda row: report(row["env_steps"])) if report else None)
+    buffer = io.BytesIO()
+    assert result.agent is not None
+    torch.save(result.agent.state_dict(), buffer)
+    rows = [{"method": method, "seed": seed, **row} for row in result.metrics]
+    return rows, buffer.getvalue(), time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- many runs
+def execute(
+    recipe: RunRecipe,
+    out: Path | None = None,
+    ray_address: str | None = None,
+    local: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run every (method, seed), write the run folder, return its path."""
+    out = out or Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists():
+        raise ConfigError("--out", f"{out} already exists; choose a new folder")
+    jobs = [(m, s) for m in recipe.methods for s in recipe.seeds]
+    updates = max(
+        1, recipe.trainer.total_steps // (recipe.trainer.num_steps * recipe.trainer.num_envs)
+    )
+    budget = updates * recipe.trainer.num_steps * recipe.trainer.num_envs
+    results: dict[tuple[str, int], tuple[list[dict[str, Any]], bytes, float]] = {}
+    started = time.perf_counter()
+    with _Progress(jobs, budget, enabled=progress) as bars:
+        if local:
+            for method, seed in jobs:
+
+                def report(steps: int, job: tuple[str, int] = (method, seed)) -> None:
+                    bars.update(job, steps)
+
+                results[(method, seed)] = run_one(
+                    method, recipe.methods[method], recipe.trainer, seed, report
+                )
+        else:
+            results = _execute_on_ray(recipe, jobs, bars, ray_address)
+    wall = time.perf_counter() - started
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_parent(out)))
+    try:
+        _write_run_folder(staging, recipe, results, wall, ray_address, local)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(staging, 0o777 & ~mask)  # mkdtemp made it private
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent
+
+
+def _execute_on_ray(
+    recipe: RunRecipe, jobs: list[tuple[str, int]], bars: _Progress, address: str | None
+) -> dict[tuple[str, int], tuple[list[dict[str, Any]], bytes, float]]:
+    import logging
+
+    import ray
+
+    if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local, single-user instance
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        ignore_reinit_error=True,
+        num_cpus=None if address else os.cpu_count(),
+    )
+
+    @ray.remote
+    class Board:
+        def __init__(self) -> None:
+            self.steps: dict[str, int] = {}
+
+        def report(self, key: str, steps: int) -> None:
+            self.steps[key] = steps
+
+        def snapshot(self) -> dict[str, int]:
+            return self.steps
+
+    @ray.remote(num_cpus=1)
+    def remote_run(
+        method: str, recipe_dict: dict[str, Any], config: PPOConfig, seed: int, board: Any
+    ):
+        job = Recipe.from_dict(recipe_dict)
+        return run_one(
+            method, job, config, seed, lambda steps: board.report.remote(f"{method}/{seed}", steps)
+        )
+
+    try:
+        board = Board.remote()  # type: ignore[attr-defined]
+        pending = {
+            remote_run.remote(m, _recipe_dict(recipe.methods[m]), recipe.trainer, s, board): (m, s)
+            for m, s in jobs
+        }
+        results = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for key, steps in ray.get(board.snapshot.remote()).items():
+                method, seed = key.rsplit("/", 1)
+                bars.update((method, int(seed)), steps)
+            for reference in done:
+                key = pending.pop(reference)
+                results[key] = ray.get(reference)
+                bars.finish(key)
+        return results
+    finally:
+        ray.shutdown()
+
+
+def _recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    data = recipe.to_dict()
+    return {k: v for k, v in data.items() if v or k == "estimator"}
+
+
+class _Progress:
+    """Rich progress bars, one per (method, seed), fed by step counts."""
+
+    def __init__(self, jobs: list[tuple[str, int]], budget: int, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.enabled = enabled
+        self.budget = budget
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=not enabled,
+            transient=False,
+        )
+        self.tasks = {
+            job: self.progress.add_task(f"{job[0]} seed {job[1]}", total=budget) for job in jobs
+        }
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, job: tuple[str, int], steps: int) -> None:
+        self.progress.update(self.tasks[job], completed=min(steps, self.budget))
+
+    def finish(self, job: tuple[str, int]) -> None:
+        self.progress.update(self.tasks[job], completed=self.budget)
+
+
+# ----------------------------------------------------------------------------- the folder
+def _write_run_folder(
+    folder: Path,
+    recipe: RunRecipe,
+    results: dict,
+    wall: float,
+    ray_address: str | None,
+    local: bool,
+) -> None:
+    config = recipe.resolved()
+    config["execution"] = {
+        "ray_address": ray_address or ("none (sequential)" if local else "local"),
+        "wall_seconds": round(wall, 1),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "cpus": os.cpu_count(),
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    rows = [
+        row
+        for method in recipe.methods
+        for seed in recipe.seeds
+        for row in results[(method, seed)][0]
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "metrics.parquet")
+    (folder / "checkpoints").mkdir()
+    for (method, seed), (_, checkpoint, _) in results.items():
+        (folder / "checkpoints" / f"{method}-seed{seed}.pt").write_bytes(checkpoint)
+    summary = summarize(rows, recipe)
+    times = {key: value[2] for key, value in results.items()}
+    plot_curves(rows, recipe, "success_rate", "success rate", folder / "success_rate.png")
+    plot_curves(rows, recipe, "true_return", "true (unshaped) return", folder / "true_return.png")
+    (folder / "report.md").write_text(
+        report_markdown(recipe, summary, times, wall), encoding="utf-8"
+    )
+
+
+def smoothed(values: np.ndarray, window: int = 5) -> np.ndarray:
+    """Trailing mean over the last ``window`` updates that finished an episode (NaN-aware)."""
+    out = np.full(values.shape, np.nan)
+    for i in range(values.shape[0]):
+        recent = values[max(0, i - window + 1) : i + 1]
+        recent = recent[~np.isnan(recent)]
+        out[i] = recent.mean() if recent.size else (out[i - 1] if i else np.nan)
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], recipe: RunRecipe) -> dict[str, dict[str, Any]]:
+    """Per method: final success/return (last 10 % of updates) and steps to the success threshold."""
+    summary: dict[str, dict[str, Any]] = {}
+    for method in recipe.methods:
+        finals, returns, reached = [], [], []
+        for seed in recipe.seeds:
+            run = [r for r in rows if r["method"] == method and r["seed"] == seed]
+            success = smoothed(np.array([r["success_rate"] for r in run], dtype=float))
+            true_return = np.array([r["true_return"] for r in run], dtype=float)
+            steps = np.array([r["env_steps"] for r in run])
+            tail = max(1, len(run) // 10)
+            finals.append(
+                np.nanmean(success[-tail:]) if np.any(~np.isnan(success[-tail:])) else 0.0
+            )
+            returns.append(
+                np.nanmean(true_return[-tail:]) if np.any(~np.isnan(true_return[-tail:])) else 0.0
+            )
+            hit = np.flatnonzero(success >= recipe.success_threshold)
+            reached.append(float(steps[hit[0]]) if hit.size else float("inf"))
+        summary[method] = {
+            "final_success": np.array(finals),
+            "final_return": np.array(returns),
+            "steps_to_threshold": np.array(reached),
+        }
+    return summary
+
+
+def plot_curves(
+    rows: list[dict[str, Any]], recipe: RunRecipe, metric: str, label: str, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for method in recipe.methods:
+        curves = []
+        for seed in recipe.seeds:
+            run = [r for r in rows if r["method"] == method and r["seed"] == seed]
+            steps = np.array([r["env_steps"] for r in run])
+            curves.append(smoothed(np.array([r[metric] for r in run], dtype=float)))
+        stacked = np.vstack(curves)
+        mean, spread = np.nanmean(stacked, 0), np.nanstd(stacked, 0)
+        axes.plot(steps, mean, label=f"{method} ({len(recipe.seeds)} seeds)")
+        low, high = mean - spread, mean + spread
+        if metric == "success_rate":
+            low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+        axes.fill_between(steps, low, high, alpha=0.2)
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel(label)
+    axes.set_title(f"{recipe.name}: {recipe.trainer.env_id}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def report_markdown(
+    recipe: RunRecipe,
+    summary: dict[str, dict[str, Any]],
+    times: dict[tuple[str, int], float],
+    wall: float,
+) -> str:
+    threshold = recipe.success_threshold
+    baseline = next(iter(recipe.methods))
+    budget = recipe.trainer.total_steps
+
+    def steps_text(values: np.ndarray) -> str:
+        reached = values[np.isfinite(values)]
+        median = np.median(values) if reached.size * 2 > values.size else float("inf")
+        head = f"{median:,.0f}" if np.isfinite(median) else f"> {budget:,}"
+        return f"{head} ({reached.size}/{values.size} reached)"
+
+    lines = [
+        f"# {recipe.name}",
+        "",
+        recipe.description.strip(),
+        "",
+        f"World `{recipe.trainer.env_id}`, PPO for {budget:,} environment steps per run, seeds "
+        f"{', '.join(map(str, recipe.seeds))}. Wall time {wall:.0f} s. Success and return are the "
+        "environment's own (unshaped) ones, smoothed over 5 updates; *final* is the mean over the "
+        f"last 10 % of updates; *steps to {threshold:.0%}* is the median over seeds of the first "
+        f"step where the smoothed success rate reaches {threshold:.0%}.",
+        "",
+        f"| method | final success | final true return | steps to {threshold:.0%} success | vs {baseline} | minutes per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = np.median(summary[baseline]["steps_to_threshold"])
+    for method, row in summary.items():
+        mine = np.median(row["steps_to_threshold"])
+        ratio = f"{mine / base:.2f}x steps" if np.isfinite(mine) and np.isfinite(base) else "-"
+        minutes = np.mean([times[(method, s)] for s in recipe.seeds]) / 60
+        lines.append(
+            f"| {method} | {row['final_success'].mean():.2f} ± {row['final_success'].std():.2f} | "
+            f"{row['final_return'].mean():.3f} ± {row['final_return'].std():.3f} | "
+            f"{steps_text(row['steps_to_threshold'])} | {ratio} | {minutes:.1f} |"
+        )
+    lines += [
+        "",
+        "![success rate](success_rate.png)",
+        "",
+        "![true return](true_return.png)",
+        "",
+        "Files: `config.yaml` (resolved recipe), `metrics.parquet` (one row per update per run), "
+        "`checkpoints/` (policy weights per run).",
+        "",
+    ]
+    return "\n".join(lines)

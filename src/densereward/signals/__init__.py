@@ -1,0 +1,10 @@
+"""Signals: where step rewards come from. Each writes named columns onto a ``Trajectories`` batch.
+
+A signal is a registered dataclass component with ``__call__(batch, name) -> batch``; those that
+learn before use (a progress model from demonstrations) also have ``prepare(context)``.
+"""
+
+from densereward.signals.base import SignalContext
+from densereward.signals.control import CountBonus, ProgressPotential
+
+__all__ = ["CountBonus", "ProgressPotential", "SignalContext"]

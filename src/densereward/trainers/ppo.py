@@ -1,0 +1,230 @@
+"""PPO for discrete-action Gymnasium/MiniGrid environments, with a pluggable reward pipeline.
+
+Read it top to bottom like CleanRL's ``ppo.py``: collect a ``[time, envs]`` rollout, turn it into
+``Trajectories`` (terminated and truncated kept apart, same-step autoreset), run the reward
+pipeline — signals, transforms, then the estimator (GAE by default) — and do the clipped PPO
+update on the result. The pipeline is the only plug-in point. The environment's own reward is
+the *true* reward: it is logged separately from the shaped one, with the success rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from densereward.core.errors import ConfigError
+from densereward.core.layouts import from_rollout_buffer
+from densereward.core.trajectories import Trajectories
+from densereward.models.networks import ActorCritic
+from densereward.pipeline import Pipeline, Recipe
+from densereward.worlds.control.envs import make_vector_env
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyper-parameters; defaults follow CleanRL's PPO for discrete actions."""
+
+    env_id: str = "MiniGrid-DoorKey-5x5-v0"
+    """Gymnasium id; MiniGrid ids get image observations."""
+    total_steps: int = 100_000
+    """Environment steps summed over all envs."""
+    num_envs: int = 8
+    num_steps: int = 128
+    """Rollout length per env per update."""
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    clip_coef: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    seed: int = 0
+    torch_threads: int = 1
+    """Threads for this trainer; parallel seeds each get their own process."""
+
+
+@dataclass
+class TrainResult:
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """One row per update."""
+    agent: ActorCritic | None = None
+
+
+def default_recipe() -> Recipe:
+    return Recipe.from_dict(
+        {"name": "sparse", "estimator": {"kind": "gae", "gamma": 0.99, "lam": 0.95}}
+    )
+
+
+def train_ppo(
+    config: PPOConfig,
+    pipeline: Pipeline | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    pipeline = pipeline or Pipeline(default_recipe())
+    torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(config.seed)
+    envs = make_vector_env(config.env_id, config.num_envs)
+    obs_shape = envs.single_observation_space.shape
+    action_space = envs.single_action_space
+    if obs_shape is None or not isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(
+            "world.env_id",
+            f"{config.env_id}: PPO here needs array observations and discrete actions",
+        )
+    agent = ActorCritic(obs_shape, int(action_space.n))
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    T, N = config.num_steps, config.num_envs
+    num_updates = max(1, config.total_steps // (T * N))
+
+    obs_buffer = torch.zeros(
+        (T, N, *obs_shape), dtype=torch.from_numpy(envs.observation_space.sample()).dtype
+    )
+    final_obs = torch.zeros_like(obs_buffer)  # s' where an episode ended, and after the buffer
+    actions = torch.zeros((T, N), dtype=torch.int64)
+    log_probs, values = torch.zeros((T, N)), torch.zeros((T, N))
+    rewards = torch.zeros((T, N), dtype=torch.float64)
+    terminated = torch.zeros((T, N), dtype=torch.bool)
+    truncated = torch.zeros((T, N), dtype=torch.bool)
+
+    next_obs, _ = envs.reset(seed=config.seed)
+    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    result = TrainResult(agent=agent)
+    global_step, start = 0, time.perf_counter()
+    for update in range(1, num_updates + 1):
+        if config.anneal_lr:
+            optimizer.param_groups[0]["lr"] = config.learning_rate * (
+                1 - (update - 1) / num_updates
+            )
+        finished: list[tuple[float, int, bool]] = []  # (true return, length, success)
+
+        # ---- rollout
+        for t in range(T):
+            obs_buffer[t] = torch.from_numpy(next_obs)
+            with torch.no_grad():
+                action, log_prob, _, value = agent.act(obs_buffer[t])
+            actions[t], log_probs[t], values[t] = action, log_prob, value
+            next_obs, reward, term, trunc, info = envs.step(action.numpy())
+            rewards[t] = torch.from_numpy(np.asarray(reward, dtype=np.float64))
+            terminated[t], truncated[t] = torch.from_numpy(term), torch.from_numpy(trunc)
+            episode_return += reward
+            episode_length += 1
+            for i in np.flatnonzero(term | trunc):
+                final_obs[t, i] = torch.from_numpy(np.asarray(info["final_obs"][i]))
+                finished.append(
+                    (
+                        float(episode_return[i]),
+                        int(episode_length[i]),
+                        bool(term[i] and reward[i] > 0),
+                    )
+                )
+                episode_return[i], episode_length[i] = 0.0, 0
+        global_step += T * N
+        final_obs[T - 1] = torch.where(
+            (terminated[T - 1] | truncated[T - 1]).view(N, *([1] * len(obs_shape))),
+            final_obs[T - 1],
+            torch.from_numpy(next_obs),
+        )
+
+        # ---- reward pipeline: Trajectories -> signals -> transforms -> estimator
+        batch = from_rollout_buffer(
+            rewards,
+            terminated,
+            truncated,
+            autoreset="same_step",
+            columns={
+                "obs": obs_buffer,
+                "final_obs": final_obs,
+                "value": values.double(),
+                "action": actions,
+                "log_prob": log_probs,
+            },
+        )
+        batch = _with_bootstrap(batch, agent)
+        shaped = pipeline(batch, iteration=update)
+        flat = shaped.trajectories
+        advantages = shaped.advantages.float()
+        returns = shaped.returns.float()
+
+        # ---- PPO update on the flat batch
+        b_obs, b_actions, b_log_probs = flat.step("obs"), flat.step("action"), flat.step("log_prob")
+        size = flat.num_steps
+        minibatch = max(1, size // config.num_minibatches)
+        clip_fractions, approx_kl = [], torch.zeros(())
+        policy_loss = value_loss = entropy = torch.zeros(())
+        for _ in range(config.update_epochs):
+            order = torch.randperm(size)
+            for begin in range(0, size, minibatch):
+                index = order[begin : begin + minibatch]
+                _, new_log_prob, new_entropy, new_value = agent.act(b_obs[index], b_actions[index])
+                log_ratio = new_log_prob - b_log_probs[index]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clip_fractions.append(
+                        float(((ratio - 1.0).abs() > config.clip_coef).float().mean())
+                    )
+                advantage = advantages[index]
+                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+                policy_loss = torch.max(
+                    -advantage * ratio,
+                    -advantage * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
+                ).mean()
+                value_loss = 0.5 * ((new_value - returns[index]) ** 2).mean()
+                entropy = new_entropy.mean()
+                loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                optimizer.step()
+
+        row = {
+            "update": update,
+            "env_steps": global_step,
+            "episodes": len(finished),
+            "true_return": float(np.mean([f[0] for f in finished])) if finished else float("nan"),
+            "success_rate": float(np.mean([f[2] for f in finished])) if finished else float("nan"),
+            "episode_length": float(np.mean([f[1] for f in finished]))
+            if finished
+            else float("nan"),
+            "shaped_reward_per_step": float(flat.step("reward").double().mean()),
+            "true_reward_per_step": float(rewards.mean()),
+            "value_loss": value_loss.item(),
+            "policy_loss": policy_loss.item(),
+            "entropy": entropy.item(),
+            "approx_kl": approx_kl.item(),
+            "clip_fraction": float(np.mean(clip_fractions)),
+            "steps_per_second": global_step / (time.perf_counter() - start),
+        }
+        result.metrics.append(row)
+        if on_update is not None:
+            on_update(row)
+    envs.close()
+    return result
+
+
+def _with_bootstrap(batch: Trajectories, agent: ActorCritic) -> Trajectories:
+    """Per-trajectory ``final_obs`` and ``bootstrap_value`` (V of it) at each trajectory's end."""
+    last = batch.segments.last
+    final = batch.step("final_obs")[last]
+    with torch.no_grad():
+        bootstrap = agent.value(final).double()
+    steps = {k: v for k, v in batch.steps.items() if k != "final_obs"}
+    return Trajectories(
+        batch.offsets,
+        steps,
+        {**batch.episodes, "final_obs": final, "bootstrap_value": bootstrap},
+        trusted=True,
+    )
+
+
+def config_dict(config: PPOConfig) -> dict[str, Any]:
+    return asdict(config)

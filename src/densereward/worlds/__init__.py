@@ -1,0 +1,1 @@
+"""Environments to learn and prove things on. ``control``: Gymnasium and MiniGrid."""

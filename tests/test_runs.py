@@ -1,0 +1,108 @@
+"""``densereward run``: the run folder, and bad run recipes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from densereward.runs import RunRecipe
+
+TINY = """
+name: tiny
+world: {env_id: MiniGrid-Empty-5x5-v0}
+trainer: {kind: ppo, total_steps: 512, num_envs: 2, num_steps: 64, update_epochs: 1}
+seeds: [0, 1]
+methods:
+  sparse: {}
+  novelty:
+    signals: {bonus: {kind: count_bonus, scale: 0.01}}
+    transforms: [{kind: combine, weights: {reward: 1.0, bonus: 1.0}}]
+"""
+
+
+def densereward(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    executable = Path(sys.executable).with_name("densereward")
+    return subprocess.run(
+        [str(executable), *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("mode", ["--local", "--no-local"])
+def test_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    result = densereward("run", recipe, "--out", out, mode)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.parquet",
+        "report.md",
+        "success_rate.png",
+        "true_return.png",
+    ]
+    metrics = pq.read_table(out / "metrics.parquet").to_pylist()
+    # 2 methods x 2 seeds x 4 updates, each run's steps in order.
+    assert len(metrics) == 16
+    for method in ("sparse", "novelty"):
+        for seed in (0, 1):
+            steps = [r["env_steps"] for r in metrics if r["method"] == method and r["seed"] == seed]
+            assert steps == [128, 256, 384, 512]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    expected = RunRecipe.from_yaml(recipe).resolved()
+    assert {k: config[k] for k in expected} == expected
+    report = (out / "report.md").read_text()
+    assert "| sparse |" in report and "| novelty |" in report
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "novelty-seed0.pt",
+        "novelty-seed1.pt",
+        "sparse-seed0.pt",
+        "sparse-seed1.pt",
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+BAD_RUNS = {
+    "unknown_signal": (
+        TINY.replace("count_bonus", "count_bonsu"),
+        r"methods\.novelty: signals\.bonus\.kind: unknown signal 'count_bonsu'",
+    ),
+    "unknown_trainer_parameter": (
+        TINY.replace("update_epochs", "epochs"),
+        r"trainer\.epochs: unknown PPO parameter",
+    ),
+    "wrong_type": (
+        TINY.replace("total_steps: 512", "total_steps: many"),
+        r"trainer\.total_steps: expected an integer",
+    ),
+    "missing_world": (
+        TINY.replace("world: {env_id: MiniGrid-Empty-5x5-v0}", ""),
+        r"world: must be \{env_id",
+    ),
+    "unknown_environment": (
+        TINY.replace("MiniGrid-Empty-5x5-v0", "MiniGrid-Nope-v0"),
+        r"world\.env_id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RUNS))
+def test_bad_run_recipe_fails_cleanly(tmp_path: Path, case: str) -> None:
+    import re
+
+    text, pattern = BAD_RUNS[case]
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    result = densereward("run", recipe, "--out", tmp_path / "run", "--local")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not (tmp_path / "run").exists()
