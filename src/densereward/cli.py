@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
 import torch
 import typer
 import yaml
@@ -130,6 +131,72 @@ def validate(
     """Check a trajectories file against the data model; print a summary or the first error."""
     batch = read_trajectories(input, _format(input_format, "--format"))
     console.print(_summary_table(batch, f"{input}: valid"))
+
+
+@app.command()
+@user_errors
+def compare(
+    input: Annotated[
+        Path | None, typer.Argument(help="Trajectories file with reward columns.")
+    ] = None,
+    rewards: Annotated[
+        str | None, typer.Option(help="Comma-separated step columns to compare.")
+    ] = None,
+    features: Annotated[str, typer.Option(help="Step column of state features, for V(s).")] = "obs",
+    gamma: Annotated[float, typer.Option(help="Discount.")] = 0.99,
+    order: Annotated[int, typer.Option(help="Norm for STARC: 1 or 2.")] = 2,
+    demo: Annotated[
+        bool, typer.Option(help="Compare rewards on a random tabular MDP instead.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the --demo MDP.")] = 0,
+) -> None:
+    """Distance matrices between reward functions (STARC, and EPIC for --demo).
+
+    On a file: rollout STARC between reward columns (value fitted by LSTD on --features).
+    """
+    from densereward.evaluation.reward_distance import (
+        demo_rewards,
+        epic_distance,
+        rollout_distance_matrix,
+        starc_distance,
+    )
+
+    if order not in (1, 2):
+        raise DenseRewardError("--order: must be 1 or 2")
+    if not 0.0 <= gamma < 1.0:
+        raise DenseRewardError("--gamma: must lie in [0, 1)")
+    if demo:
+        transition, named = demo_rewards(8, 3, gamma, seed)
+        names = list(named)
+        for title, metric in (
+            ("EPIC (uniform coverage)", lambda a, b: epic_distance(a, b, gamma)),
+            (f"STARC (VAL, L{order})", lambda a, b: starc_distance(a, b, transition, gamma, order)),
+        ):
+            matrix = np.array([[metric(named[a], named[b]) for b in names] for a in names])
+            console.print(
+                _matrix_table(
+                    f"{title}: random MDP, 8 states, 3 actions, seed {seed}", names, matrix
+                )
+            )
+        return
+    if input is None or rewards is None:
+        raise DenseRewardError("compare: give a trajectories file and --rewards, or --demo")
+    names = [name.strip() for name in rewards.split(",") if name.strip()]
+    if len(names) < 2:
+        raise DenseRewardError("--rewards: name at least two step columns")
+    batch = read_trajectories(input)
+    matrix = rollout_distance_matrix(batch, names, features, gamma, order)
+    console.print(_matrix_table(f"rollout STARC (L{order}) on {input}", names, matrix))
+
+
+def _matrix_table(title: str, names: list[str], matrix: np.ndarray) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    for name in names:
+        table.add_column(escape(name), justify="right")
+    for name, row in zip(names, matrix, strict=True):
+        table.add_row(escape(name), *(f"{value:.3f}" for value in row))
+    return table
 
 
 @app.command(name="recipes")
