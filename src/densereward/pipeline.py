@@ -162,7 +162,10 @@ class Pipeline:
     def from_yaml(path: str | Path) -> Pipeline:
         return Pipeline(Recipe.from_yaml(path))
 
-    def __call__(self, batch: Trajectories, iteration: int = 0) -> PipelineResult:
+    def transform(
+        self, batch: Trajectories, iteration: int = 0
+    ) -> tuple[Trajectories, list[Diagnostic]]:
+        """Signals then transforms, without the estimator: the batch with every column they wrote."""
         diagnostics: list[Diagnostic] = []
         stages: list[tuple[str, Any]] = [
             (f"signals.{name} {signal.component_name}", lambda b, i, s=signal, n=name: s(b, n))
@@ -186,6 +189,10 @@ class Pipeline:
             for name, column in changed:
                 _check_finite(batch, stage, name, column, name in batch.steps)
                 diagnostics.append(_summarize(stage, name, column))
+        return batch, diagnostics
+
+    def __call__(self, batch: Trajectories, iteration: int = 0) -> PipelineResult:
+        batch, diagnostics = self.transform(batch, iteration)
         estimate = self.estimator(batch)
         stage = f"estimator {self.estimator.component_name}"
         _check_finite(batch, stage, "advantage", estimate.advantages, True)

@@ -224,3 +224,29 @@ def to_rollout_buffer(
     out = values.new_full((num_envs * num_time, *values.shape[1:]), fill)
     out[env * num_time + time] = values
     return out.view(num_envs, num_time, *values.shape[1:]).transpose(0, 1).contiguous()
+
+
+def transitions(
+    batch: Trajectories, obs: str = "obs", action: str = "action", final_obs: str = "final_obs"
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per-step ``(obs, act, next_obs, terminated, truncated)`` — the argument order of the
+    ``imitation`` library's reward functions — from a batch with ``obs``/``action`` step columns.
+
+    ``next_obs`` is the next step's observation inside a trajectory and the per-trajectory
+    ``final_obs`` after its last step; ``terminated``/``truncated`` are true only at a last step.
+    """
+    observations = batch.step(obs)
+    following = torch.roll(observations, -1, 0)
+    last = batch.segments.last
+    if final_obs in batch.episodes:
+        following.index_copy_(0, last, batch.episodes[final_obs].to(observations.dtype))
+    elif not bool(batch.terminated.all()):
+        first = int(torch.nonzero(~batch.terminated)[0, 0])
+        raise ValidationError(
+            final_obs, "needed after trajectories that did not terminate", trajectory=first
+        )
+    terminated = torch.zeros(batch.num_steps, dtype=torch.bool, device=batch.device)
+    truncated = torch.zeros_like(terminated)
+    terminated[last] = batch.terminated
+    truncated[last] = batch.truncated
+    return observations, batch.step(action), following, terminated, truncated

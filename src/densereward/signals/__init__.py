@@ -6,5 +6,12 @@ learn before use (a progress model from demonstrations) also have ``prepare(cont
 
 from densereward.signals.base import SignalContext
 from densereward.signals.control import CountBonus, ProgressPotential
+from densereward.signals.functions import RewardFunctionSignal, load_function
 
-__all__ = ["CountBonus", "ProgressPotential", "SignalContext"]
+__all__ = [
+    "CountBonus",
+    "ProgressPotential",
+    "RewardFunctionSignal",
+    "SignalContext",
+    "load_function",
+]
