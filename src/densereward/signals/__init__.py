@@ -6,11 +6,13 @@ learn before use (a progress model from demonstrations) also have ``prepare(cont
 
 from densereward.signals.base import SignalContext
 from densereward.signals.control import CountBonus, ProgressPotential
+from densereward.signals.decomposition import ReturnDecompositionSignal
 from densereward.signals.functions import RewardFunctionSignal, load_function
 
 __all__ = [
     "CountBonus",
     "ProgressPotential",
+    "ReturnDecompositionSignal",
     "RewardFunctionSignal",
     "SignalContext",
     "load_function",

@@ -1,0 +1,92 @@
+"""Return decomposition online: a return predictor retrained as the policy improves."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from densereward.core.registry import register
+from densereward.core.returns import trajectory_scores
+from densereward.core.segments import Segments
+from densereward.core.trajectories import Trajectories
+from densereward.models.return_predictor import ReturnPredictor
+from densereward.signals.base import SignalContext
+
+
+def padded_rows(values: Tensor, segments: Segments) -> tuple[Tensor, Tensor]:
+    """``[steps, ...] -> ([segments, longest, ...], [segments, longest] mask)``."""
+    longest = segments.max_length
+    index = segments.ids * longest + segments.positions
+    out = values.new_zeros((segments.count * longest, *values.shape[1:]))
+    out[index] = values
+    mask = torch.zeros(segments.count * longest, dtype=torch.bool, device=values.device)
+    mask[index] = True
+    return out.view(segments.count, longest, *values.shape[1:]), mask.view(segments.count, longest)
+
+
+@register("signal", "return_decomposition", paper="RUDDER (Arjona-Medina et al. 2019); SPA-RL")
+@dataclass
+class ReturnDecompositionSignal:
+    """Writes ``<name>[t] = g(tau_{0:t})``, a GRU's prediction of the episode return from its prefix.
+
+    Each call first trains the predictor for ``train_steps`` minibatches on the most recent
+    ``replay`` completed episodes (terminated or truncated; their return ``outcome + sum_t r_t`` of
+    the ``source`` column is known), then predicts every prefix of the batch. Pair it with the
+    ``return_decomposition`` transform, which turns the predictions into rewards
+    ``g_t - g_{t-1}`` with the exact-sum correction and, through its ``max_error`` quality gate,
+    keeps the sparse reward wherever the predictor is still wrong.
+    """
+
+    source: str = "reward"
+    hidden: int = 64
+    train_steps: int = 20
+    batch_size: int = 32
+    replay: int = 256
+    learning_rate: float = 1e-3
+    model: ReturnPredictor | None = field(default=None, repr=False)
+    memory: deque = field(default_factory=deque, repr=False)
+    last_loss: float = field(default=float("nan"), repr=False)
+
+    def prepare(self, context: SignalContext) -> None:
+        torch.manual_seed(context.seed)
+        self.model, self.memory = None, deque(maxlen=self.replay)
+
+    def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        obs = batch.step("obs")
+        if self.model is None:
+            self.model = ReturnPredictor(tuple(obs.shape[1:]), self.hidden)
+            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
+            self.memory = deque(maxlen=self.replay)
+        returns = trajectory_scores(batch, self.source).float()
+        complete = batch.terminated | batch.truncated
+        episodes = list(torch.split(obs, batch.lengths.tolist()))
+        for i in torch.nonzero(complete).squeeze(1).tolist():
+            self.memory.append((episodes[i], returns[i]))
+        if self.memory:
+            self._train()
+        rows, mask = padded_rows(obs, batch.segments)
+        with torch.no_grad():
+            predictions = self.model(rows)[mask].double()
+        return batch.with_steps(**{name: predictions})
+
+    def _train(self) -> None:
+        assert self.model is not None
+        generator = torch.Generator().manual_seed(len(self.memory))
+        for _ in range(self.train_steps):
+            chosen = torch.randint(
+                0, len(self.memory), (min(self.batch_size, len(self.memory)),), generator=generator
+            )
+            sample = [self.memory[i] for i in chosen.tolist()]
+            lengths = torch.tensor([len(o) for o, _ in sample])
+            offsets = torch.zeros(len(sample) + 1, dtype=torch.int64)
+            torch.cumsum(lengths, 0, out=offsets[1:])
+            rows, mask = padded_rows(torch.cat([o for o, _ in sample]), Segments(offsets))
+            target = torch.stack([g for _, g in sample])[:, None].expand_as(mask)
+            loss = ((self.model(rows) - target) ** 2)[mask].mean()
+            self._optimizer.zero_grad()
+            loss.backward()
+            self._optimizer.step()
+            self.last_loss = float(loss.detach())
