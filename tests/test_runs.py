@@ -106,3 +106,13 @@ def test_bad_run_recipe_fails_cleanly(tmp_path: Path, case: str) -> None:
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert re.search(pattern, lines[0]), lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_recipe_loads() -> None:
+    from densereward.pipeline import Recipe
+    from densereward.runs import RECIPES
+
+    for path in sorted(RECIPES.glob("*.yaml")):
+        text = path.read_text()
+        recipe = RunRecipe.from_yaml(path) if "methods:" in text else Recipe.from_yaml(path)
+        assert recipe.name

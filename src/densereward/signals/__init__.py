@@ -7,13 +7,17 @@ learn before use (a progress model from demonstrations) also have ``prepare(cont
 from densereward.signals.base import SignalContext
 from densereward.signals.control import CountBonus, ProgressPotential
 from densereward.signals.decomposition import ReturnDecompositionSignal
+from densereward.signals.feedback import AIFeedback, OpenAIAnnotator, RuleAnnotator
 from densereward.signals.functions import RewardFunctionSignal, load_function
 
 __all__ = [
+    "AIFeedback",
     "CountBonus",
+    "OpenAIAnnotator",
     "ProgressPotential",
     "ReturnDecompositionSignal",
     "RewardFunctionSignal",
+    "RuleAnnotator",
     "SignalContext",
     "load_function",
 ]

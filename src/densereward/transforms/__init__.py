@@ -1,6 +1,7 @@
 """Reward transforms. Each is a pure function of tensors plus a registered component that applies
 it to a ``Trajectories`` batch in a recipe. Imports only ``densereward.core``."""
 
+from densereward.transforms.blending import Blend
 from densereward.transforms.clip_delta import clip_rewards, delta_rewards
 from densereward.transforms.combine import Combine
 from densereward.transforms.gating import gate_rewards
@@ -15,6 +16,7 @@ from densereward.transforms.schedules import anneal_weight
 from densereward.transforms.trust import trust_weights
 
 __all__ = [
+    "Blend",
     "Combine",
     "anneal_weight",
     "clip_rewards",
