@@ -95,16 +95,12 @@ BAD_RUNS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_RUNS))
 def test_bad_run_recipe_fails_cleanly(tmp_path: Path, case: str) -> None:
-    import re
+    from tests.cli.test_cli import assert_user_error
 
     text, pattern = BAD_RUNS[case]
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(text)
-    result = densereward("run", recipe, "--out", tmp_path / "run", "--local")
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_user_error(densereward("run", recipe, "--out", tmp_path / "run", "--local"), pattern)
     assert not (tmp_path / "run").exists()
 
 

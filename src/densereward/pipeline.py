@@ -34,6 +34,34 @@ from densereward.signals.base import SignalContext
 RECIPE_KEYS = ("name", "description", "signals", "transforms", "estimator")
 
 
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; every failure is a ``ConfigError`` naming the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), f"cannot read recipe ({error})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(where, f"invalid YAML: {problem}") from None
+
+
+def check_keys(data: Any, known: tuple[str, ...], source: str, what: str) -> Mapping[str, Any]:
+    """``data`` must be a mapping whose keys are all in ``known``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, f"{what} must be a mapping (keys: {', '.join(known)})")
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{source}: {key}", f"unknown {what} key (known: {', '.join(known)})")
+    return data
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A validated recipe: component specs plus the objects built from them."""
@@ -46,15 +74,7 @@ class Recipe:
 
     @staticmethod
     def from_dict(data: Any, source: str = "recipe") -> Recipe:
-        if not isinstance(data, Mapping):
-            raise ConfigError(
-                source, "a recipe must be a mapping with 'transforms' and 'estimator'"
-            )
-        for key in data:
-            if key not in RECIPE_KEYS:
-                raise ConfigError(
-                    f"{source}: {key}", f"unknown recipe key (known: {', '.join(RECIPE_KEYS)})"
-                )
+        data = check_keys(data, RECIPE_KEYS, source, "recipe")
         if "estimator" not in data:
             raise ConfigError(source, "missing 'estimator'")
         transforms = data.get("transforms") or []
@@ -78,21 +98,7 @@ class Recipe:
 
     @staticmethod
     def from_yaml(path: str | Path) -> Recipe:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(str(path), "recipe file not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(str(path), f"cannot read recipe ({error})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigError(where, f"invalid YAML: {problem}") from None
-        return Recipe.from_dict(data, str(path))
+        return Recipe.from_dict(load_yaml(path), str(path))
 
     def build(self, source: str = "recipe") -> tuple[dict[str, Any], list[Any], Any]:
         signals = {

@@ -42,7 +42,7 @@ import yaml
 
 from densereward.core.errors import ConfigError
 from densereward.core.registry import coerce
-from densereward.pipeline import Pipeline, Recipe
+from densereward.pipeline import Pipeline, Recipe, check_keys, load_yaml
 from densereward.signals.base import SignalContext
 from densereward.trainers.ppo import PPOConfig, train_ppo
 
@@ -85,15 +85,7 @@ class RunRecipe:
 
     @staticmethod
     def from_dict(data: Any, source: str = "recipe") -> RunRecipe:
-        if not isinstance(data, Mapping):
-            raise ConfigError(
-                source, "a run recipe must be a mapping with 'world', 'trainer', 'methods'"
-            )
-        for key in data:
-            if key not in RUN_KEYS:
-                raise ConfigError(
-                    f"{source}: {key}", f"unknown run-recipe key (known: {', '.join(RUN_KEYS)})"
-                )
+        data = check_keys(data, RUN_KEYS, source, "run-recipe")
         world = data.get("world") or {}
         if not isinstance(world, Mapping) or "env_id" not in world or set(world) - {"env_id"}:
             raise ConfigError(f"{source}: world", "must be {env_id: <Gymnasium id>}")
@@ -139,18 +131,7 @@ class RunRecipe:
 
     @staticmethod
     def from_yaml(path: str | Path) -> RunRecipe:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(str(path), "recipe file not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(str(path), f"cannot read recipe ({error})") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(where, f"invalid YAML: {getattr(error, 'problem', error)}") from None
-        return RunRecipe.from_dict(data, str(path))
+        return RunRecipe.from_dict(load_yaml(path), str(path))
 
     def resolved(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,16 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
+def assert_user_error(result: subprocess.CompletedProcess[str], pattern: str) -> None:
+    """Exit code 2, exactly one line on stderr matching ``pattern``, no traceback."""
+    import re
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -88,11 +98,7 @@ def test_bad_input_gets_one_line_exit_2_no_output_input_untouched(
     source.write_text(text)
     before = digest(source)
     out = tmp_path / "out.parquet"
-    result = run("shape", source, "--recipe", RECIPE, "--out", out)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert pytest.importorskip("re").search(pattern, lines[0]), lines[0]
+    assert_user_error(run("shape", source, "--recipe", RECIPE, "--out", out), pattern)
     assert not out.exists() and list(tmp_path.iterdir()) == [source]
     assert digest(source) == before
 
@@ -134,11 +140,7 @@ def test_bad_recipe_gets_one_line_exit_2_and_no_output(tmp_path: Path, case: str
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(text)
     out = tmp_path / "out.jsonl"
-    result = run("shape", EXAMPLE, "--recipe", recipe, "--out", out)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert pytest.importorskip("re").search(pattern, lines[0]), lines[0]
+    assert_user_error(run("shape", EXAMPLE, "--recipe", recipe, "--out", out), pattern)
     assert not out.exists()
 
 

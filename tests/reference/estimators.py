@@ -100,18 +100,22 @@ def reinforce_pp(batch: Trajectories, kl_coef: float, gamma: float) -> np.ndarra
     return (g - g.mean()) / (g.std(ddof=1) + 1e-8) if g.size > 1 else g - g.mean()
 
 
-def step_grpo(batch: Trajectories, process: str, outcome_weight: float, gamma: float) -> np.ndarray:
-    rewards = _lists(batch, process)
-    members = _group_members(batch)
-    normalized: list[np.ndarray] = [np.zeros(0)] * len(batch)
-    for group in members.values():
-        pool = np.concatenate([rewards[i] for i in group])
+def zscore_within_groups(batch: Trajectories, per_trajectory: list[np.ndarray]) -> list[np.ndarray]:
+    """Each trajectory's values z-scored against every value of its group's trajectories."""
+    out = [np.zeros(0)] * len(per_trajectory)
+    for group in _group_members(batch).values():
+        pool = np.concatenate([per_trajectory[i] for i in group])
         constant = np.all(pool == pool[0])
         std = pool.std(ddof=1) if pool.size > 1 else 0.0
         for i in group:
-            normalized[i] = (
-                np.zeros_like(rewards[i]) if constant else (rewards[i] - pool.mean()) / (std + 1e-6)
-            )
+            centred = per_trajectory[i] - pool.mean()
+            out[i] = np.zeros_like(centred) if constant else centred / (std + 1e-6)
+    return out
+
+
+def step_grpo(batch: Trajectories, process: str, outcome_weight: float, gamma: float) -> np.ndarray:
+    members = _group_members(batch)
+    normalized = zscore_within_groups(batch, _lists(batch, process))
     process_part = np.concatenate([discounted_returns(n, gamma) for n in normalized])
     if batch.outcome is None:
         return process_part
@@ -147,25 +151,13 @@ def igpo(batch: Trajectories, gamma: float, normalize: str) -> np.ndarray:
         r = g.copy()
         r[-1] = outcome[i]
         rewards.append(r)
-    members = _group_members(batch)
-
-    def zscore_within_groups(per_trajectory: list[np.ndarray]) -> list[np.ndarray]:
-        out = [np.zeros(0)] * len(per_trajectory)
-        for group in members.values():
-            pool = np.concatenate([per_trajectory[i] for i in group])
-            constant = np.all(pool == pool[0])
-            std = pool.std(ddof=1) if pool.size > 1 else 0.0
-            for i in group:
-                out[i] = (
-                    np.zeros_like(per_trajectory[i])
-                    if constant
-                    else (per_trajectory[i] - pool.mean()) / (std + 1e-6)
-                )
-        return out
-
     if normalize == "returns":
-        return np.concatenate(zscore_within_groups([discounted_returns(r, gamma) for r in rewards]))
-    return np.concatenate([discounted_returns(n, gamma) for n in zscore_within_groups(rewards)])
+        return np.concatenate(
+            zscore_within_groups(batch, [discounted_returns(r, gamma) for r in rewards])
+        )
+    return np.concatenate(
+        [discounted_returns(n, gamma) for n in zscore_within_groups(batch, rewards)]
+    )
 
 
 def fork_relative(batch: Trajectories, fork_weight: float, eps: float = 1e-6) -> np.ndarray:
