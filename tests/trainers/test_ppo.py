@@ -54,3 +54,52 @@ def test_ppo_learns_doorkey_5x5() -> None:
     ).metrics
     successes = [row["success_rate"] for row in metrics[-5:] if not math.isnan(row["success_rate"])]
     assert successes and min(successes) >= 0.9
+
+
+def test_gaussian_policy_log_prob_matches_the_density() -> None:
+    import torch
+
+    from densereward.models.networks import ActorCritic
+
+    torch.manual_seed(0)
+    agent = ActorCritic((3,), action_dim=2)
+    with torch.no_grad():
+        agent.log_std.copy_(torch.tensor([-0.5, 0.3]))
+    obs, action = torch.randn(5, 3), torch.randn(5, 2)
+    _, log_prob, entropy, _ = agent.act(obs, action)
+    mean = agent.actor(agent.actor_encoder(obs))
+    std = torch.tensor([-0.5, 0.3]).exp()
+    density = torch.exp(-0.5 * ((action - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+    torch.testing.assert_close(log_prob, density.log().sum(-1))
+    torch.testing.assert_close(
+        entropy, (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(std)).sum().expand(5)
+    )
+
+
+def test_continuous_ppo_clips_actions_for_the_env_only() -> None:
+    import gymnasium as gym
+
+    seen: list[float] = []
+
+    class Spy(gym.ActionWrapper):
+        def action(self, action):
+            seen.append(float(abs(action).max()))
+            return action
+
+    gym.register(
+        "DenseRewardTest/SpyPendulum-v0",
+        entry_point=lambda **kwargs: Spy(gym.make("Pendulum-v1", **kwargs)),
+    )
+    metrics = train_ppo(
+        PPOConfig(
+            env_id="DenseRewardTest/SpyPendulum-v0",
+            total_steps=256,
+            num_envs=1,
+            num_steps=128,
+            num_minibatches=2,
+            update_epochs=1,
+            seed=0,
+        )
+    ).metrics
+    assert max(seen) <= 2.0  # Pendulum's bound; the sampled Gaussian actions exceed it
+    assert [row["env_steps"] for row in metrics] == [128, 256]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical
+from torch.distributions import Categorical, Distribution, Normal
 
 
 def _layer(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
@@ -79,30 +79,52 @@ def make_encoder(obs_shape: tuple[int, ...]) -> GridEncoder | VectorEncoder:
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic heads over separate encoders (CleanRL's discrete PPO agent)."""
+    """Separate actor and critic over separate encoders (CleanRL's PPO agents).
 
-    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden: int = 64) -> None:
+    Discrete actions: a categorical policy. Continuous actions (``action_dim`` given): a diagonal
+    Gaussian with a state-independent log standard deviation, as in CleanRL's continuous PPO.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        num_actions: int = 0,
+        hidden: int = 64,
+        action_dim: int | None = None,
+    ) -> None:
         super().__init__()
+        self.continuous = action_dim is not None
+        outputs = action_dim if action_dim is not None else num_actions
         self.actor_encoder, self.critic_encoder = make_encoder(obs_shape), make_encoder(obs_shape)
         self.actor = nn.Sequential(
             _layer(nn.Linear(self.actor_encoder.size, hidden)),
             nn.Tanh(),
-            _layer(nn.Linear(hidden, num_actions), std=0.01),
+            _layer(nn.Linear(hidden, outputs), std=0.01),
         )
         self.critic = nn.Sequential(
             _layer(nn.Linear(self.critic_encoder.size, hidden)),
             nn.Tanh(),
             _layer(nn.Linear(hidden, 1), std=1.0),
         )
+        self.log_std = nn.Parameter(torch.zeros(outputs)) if self.continuous else None
 
     def value(self, obs: Tensor) -> Tensor:
         return self.critic(self.critic_encoder(obs)).squeeze(-1)
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        output = self.actor(self.actor_encoder(obs))
+        if self.log_std is not None:
+            return Normal(output, self.log_std.expand_as(output).exp())
+        return Categorical(logits=output)
 
     def act(
         self, obs: Tensor, action: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(action, log_prob, entropy, value)``; samples an action when none is given."""
-        distribution = Categorical(logits=self.actor(self.actor_encoder(obs)))
+        distribution = self.distribution(obs)
         if action is None:
             action = distribution.sample()
-        return action, distribution.log_prob(action), distribution.entropy(), self.value(obs)
+        log_prob, entropy = distribution.log_prob(action), distribution.entropy()
+        if self.continuous:  # independent dimensions: sum over the action vector
+            log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
+        return action, log_prob, entropy, self.value(obs)

@@ -29,7 +29,8 @@ from densereward.worlds.control.envs import make_vector_env
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Hyper-parameters; defaults follow CleanRL's PPO for discrete actions."""
+    """Hyper-parameters; defaults follow CleanRL's PPO. Discrete (categorical) and continuous
+    (diagonal Gaussian) action spaces; MiniGrid images get a CNN, other observations an MLP."""
 
     env_id: str = "MiniGrid-DoorKey-5x5-v0"
     """Gymnasium id; MiniGrid ids get image observations."""
@@ -75,12 +76,19 @@ def train_ppo(
     envs = make_vector_env(config.env_id, config.num_envs)
     obs_shape = envs.single_observation_space.shape
     action_space = envs.single_action_space
-    if obs_shape is None or not isinstance(action_space, gym.spaces.Discrete):
+    if obs_shape is None or not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
         raise ConfigError(
             "world.env_id",
-            f"{config.env_id}: PPO here needs array observations and discrete actions",
+            f"{config.env_id}: PPO here needs array observations and discrete or box actions",
         )
-    agent = ActorCritic(obs_shape, int(action_space.n))
+    if isinstance(action_space, gym.spaces.Box):
+        action_shape: tuple[int, ...] = tuple(action_space.shape)
+        agent = ActorCritic(obs_shape, action_dim=int(np.prod(action_shape)))
+        low = torch.from_numpy(action_space.low).float()
+        high = torch.from_numpy(action_space.high).float()
+    else:
+        action_shape = ()
+        agent = ActorCritic(obs_shape, int(action_space.n))
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     T, N = config.num_steps, config.num_envs
     num_updates = max(1, config.total_steps // (T * N))
@@ -89,7 +97,9 @@ def train_ppo(
         (T, N, *obs_shape), dtype=torch.from_numpy(envs.observation_space.sample()).dtype
     )
     final_obs = torch.zeros_like(obs_buffer)  # s' where an episode ended, and after the buffer
-    actions = torch.zeros((T, N), dtype=torch.int64)
+    actions = torch.zeros(
+        (T, N, *action_shape), dtype=torch.float32 if agent.continuous else torch.int64
+    )
     log_probs, values = torch.zeros((T, N)), torch.zeros((T, N))
     rewards = torch.zeros((T, N), dtype=torch.float64)
     terminated = torch.zeros((T, N), dtype=torch.bool)
@@ -112,7 +122,10 @@ def train_ppo(
             with torch.no_grad():
                 action, log_prob, _, value = agent.act(obs_buffer[t])
             actions[t], log_probs[t], values[t] = action, log_prob, value
-            next_obs, reward, term, trunc, info = envs.step(action.numpy())
+            # Continuous actions are clipped for the environment only; the log-probability stays
+            # that of the sampled action, as in CleanRL.
+            env_action = torch.clamp(action, low, high) if agent.continuous else action
+            next_obs, reward, term, trunc, info = envs.step(env_action.numpy())
             rewards[t] = torch.from_numpy(np.asarray(reward, dtype=np.float64))
             terminated[t], truncated[t] = torch.from_numpy(term), torch.from_numpy(trunc)
             episode_return += reward
