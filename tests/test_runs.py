@@ -112,3 +112,20 @@ def test_every_shipped_recipe_loads() -> None:
         text = path.read_text()
         recipe = RunRecipe.from_yaml(path) if "methods:" in text else Recipe.from_yaml(path)
         assert recipe.name
+
+
+def test_user_error_inside_a_ray_worker_is_one_line(tmp_path: Path) -> None:
+    from tests.cli.test_cli import assert_user_error
+
+    recipe = tmp_path / "unreachable.yaml"
+    recipe.write_text(
+        TINY.replace(
+            "signals: {bonus: {kind: count_bonus, scale: 0.01}}",
+            "signals: {bonus: {kind: ai_feedback, annotator: openai, base_url: 'http://127.0.0.1:9/v1'}}",
+        ).replace("seeds: [0, 1]", "seeds: [0]")
+    )
+    out = tmp_path / "run"
+    assert_user_error(
+        densereward("run", recipe, "--out", out), r"annotator http://127\.0\.0\.1:9/v1"
+    )
+    assert not out.exists()

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 import typing
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from densereward.core.errors import ConfigError
+from densereward.core.errors import ConfigError, DenseRewardError
 from densereward.core.registry import coerce
 from densereward.pipeline import Pipeline, Recipe, check_keys, load_yaml
 from densereward.signals.base import SignalContext
@@ -299,7 +300,15 @@ def _execute_on_ray(
                 bars.update((method, int(seed)), steps)
             for reference in done:
                 key = pending.pop(reference)
-                results[key] = ray.get(reference)
+                try:
+                    results[key] = ray.get(reference)
+                except ray.exceptions.RayTaskError as error:
+                    # A user error inside a worker (a bad annotator address, say) is still one
+                    # line for the user, not a remote traceback.
+                    cause = getattr(error, "cause", None)
+                    if isinstance(cause, DenseRewardError):
+                        raise cause from None
+                    raise
                 bars.finish(key)
         return results
     finally:
@@ -441,7 +450,9 @@ def plot_curves(
             steps = np.array([r["env_steps"] for r in run])
             curves.append(smoothed(np.array([r[metric] for r in run], dtype=float)))
         stacked = np.vstack(curves)
-        mean, spread = np.nanmean(stacked, 0), np.nanstd(stacked, 0)
+        with warnings.catch_warnings():  # early updates may have no finished episode in any seed
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, spread = np.nanmean(stacked, 0), np.nanstd(stacked, 0)
         axes.plot(steps, mean, label=f"{method} ({len(recipe.seeds)} seeds)")
         low, high = mean - spread, mean + spread
         if metric == "success_rate":
