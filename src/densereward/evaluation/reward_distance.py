@@ -229,9 +229,7 @@ def rollout_distance_matrix(
         raise ValidationError(
             final_name, "needed for trajectories that did not terminate", trajectory=first
         )
-    following = torch.stack(
-        [next_in_segment(phi[:, k], batch.segments, final[:, k]) for k in range(phi.shape[1])], 1
-    )
+    following = next_in_segment(phi, batch.segments, final)  # whole feature rows at once
     terminal = (batch.segments.is_last & torch.repeat_interleave(terminated, batch.lengths)).numpy()
     rewards = [batch.step(name).to(torch.float64).numpy() for name in names]
     matrix = np.zeros((len(names), len(names)))
