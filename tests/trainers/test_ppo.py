@@ -103,3 +103,22 @@ def test_continuous_ppo_clips_actions_for_the_env_only() -> None:
     ).metrics
     assert max(seen) <= 2.0  # Pendulum's bound; the sampled Gaussian actions exceed it
     assert [row["env_steps"] for row in metrics] == [128, 256]
+
+
+def test_success_is_reported_only_where_the_environment_defines_it() -> None:
+    # CartPole terminates when the pole falls (reward 1 on that step): that is no success.
+    cartpole = train_ppo(
+        PPOConfig(
+            env_id="CartPole-v1",
+            total_steps=512,
+            num_envs=2,
+            num_steps=128,
+            update_epochs=1,
+            seed=0,
+        )
+    ).metrics
+    assert all(math.isnan(row["success_rate"]) for row in cartpole)
+    assert all(row["true_return"] > 0 for row in cartpole if row["episodes"])
+    # MiniGrid: reaching the goal terminates with a positive reward.
+    empty = train_ppo(PPOConfig(**TINY, seed=0)).metrics
+    assert any(row["success_rate"] > 0 for row in empty if row["episodes"])

@@ -114,7 +114,7 @@ def train_ppo(
             optimizer.param_groups[0]["lr"] = config.learning_rate * (
                 1 - (update - 1) / num_updates
             )
-        finished: list[tuple[float, int, bool]] = []  # (true return, length, success)
+        finished: list[tuple[float, int, float]] = []  # (true return, length, success or NaN)
 
         # ---- rollout
         for t in range(T):
@@ -136,7 +136,7 @@ def train_ppo(
                     (
                         float(episode_return[i]),
                         int(episode_length[i]),
-                        bool(term[i] and reward[i] > 0),
+                        _success(config.env_id, bool(term[i]), float(reward[i]), info, int(i)),
                     )
                 )
                 episode_return[i], episode_length[i] = 0.0, 0
@@ -222,6 +222,22 @@ def train_ppo(
             on_update(row)
     envs.close()
     return result
+
+
+def _success(env_id: str, terminated: bool, reward: float, info: dict[str, Any], env: int) -> float:
+    """1.0/0.0 for a finished episode, or NaN where the environment defines no success.
+
+    MiniGrid: reaching the goal terminates the episode with a positive reward. Elsewhere, the
+    ``is_success`` key Gymnasium's robotics environments put in the final info; classic control
+    (CartPole: termination is failure) defines none.
+    """
+    if env_id.startswith("MiniGrid-"):
+        return float(terminated and reward > 0)
+    final_info = info.get("final_info", {})
+    flags = final_info.get("is_success") if isinstance(final_info, dict) else None
+    if flags is not None and final_info.get("_is_success", [True] * (env + 1))[env]:
+        return float(flags[env])
+    return float("nan")
 
 
 def _with_bootstrap(batch: Trajectories, agent: ActorCritic) -> Trajectories:
