@@ -82,6 +82,14 @@ BAD_RUNS = {
         TINY.replace("total_steps: 512", "total_steps: many"),
         r"trainer\.total_steps: expected an integer",
     ),
+    "method_not_a_mapping": (
+        TINY.replace("sparse: {}", "sparse: [gae]"),
+        r"methods\.sparse: must be a mapping",
+    ),
+    "non_positive_envs": (
+        TINY.replace("num_envs: 2", "num_envs: 0"),
+        r"trainer\.num_envs: must be positive, got 0",
+    ),
     "missing_world": (
         TINY.replace("world: {env_id: MiniGrid-Empty-5x5-v0}", ""),
         r"world: must be \{env_id",

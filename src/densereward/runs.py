@@ -103,6 +103,18 @@ class RunRecipe:
                     f"{source}: trainer.{key}", f"unknown PPO parameter (known: {known})"
                 )
             values[key] = coerce(value, hints[key], f"{source}: trainer.{key}")
+        for key in (
+            "total_steps",
+            "num_envs",
+            "num_steps",
+            "num_minibatches",
+            "update_epochs",
+            "torch_threads",
+        ):
+            if key in values and values[key] <= 0:
+                raise ConfigError(
+                    f"{source}: trainer.{key}", f"must be positive, got {values[key]}"
+                )
         config = PPOConfig(env_id=str(world["env_id"]), **values)
         _check_world(config.env_id, f"{source}: world.env_id")
         seeds = coerce(data.get("seeds", [0]), list[int], f"{source}: seeds")
@@ -114,6 +126,10 @@ class RunRecipe:
         estimator = data.get("estimator", {"kind": "gae"})
         methods = {}
         for name, spec in methods_spec.items():
+            if spec is not None and not isinstance(spec, Mapping):
+                raise ConfigError(
+                    f"{source}: methods.{name}", "must be a mapping (a recipe), or {}"
+                )
             spec = dict(spec or {})
             spec.setdefault("estimator", estimator)
             spec.setdefault("name", str(name))
