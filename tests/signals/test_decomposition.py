@@ -4,15 +4,15 @@ import numpy as np
 import torch
 
 from densereward import Trajectories
+from densereward.core.layouts import pad_segments
 from densereward.core.segments import Segments
 from densereward.pipeline import Pipeline, Recipe
 from densereward.signals import SignalContext
-from densereward.signals.decomposition import padded_rows
 
 
-def test_padded_rows_places_each_step_in_its_row() -> None:
+def test_pad_segments_places_each_step_in_its_row() -> None:
     values = torch.arange(6.0)[:, None].repeat(1, 2)
-    rows, mask = padded_rows(values, Segments(torch.tensor([0, 1, 4, 6])))
+    rows, mask = pad_segments(values, Segments(torch.tensor([0, 1, 4, 6])))
     assert mask.tolist() == [[True, False, False], [True, True, True], [True, True, False]]
     assert rows[1, :, 0].tolist() == [1.0, 2.0, 3.0] and rows[2, 2, 0].item() == 0.0
 

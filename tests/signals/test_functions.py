@@ -81,3 +81,12 @@ def test_bad_reward_functions_fail_clearly() -> None:
     )
     with pytest.raises(ValidationError, match=r"steps\.h.*returned shape \[3\], expected \[2\]"):
         Pipeline(recipe).transform(two_steps)
+
+
+def test_terminal_steps_without_final_obs_see_zeros_not_the_next_trajectory() -> None:
+    terminal = Trajectories.from_episodes(
+        {"obs": [np.array([[3.0], [2.0]]), np.array([[7.0]])], "action": [[0, 1], [1]]}
+    )
+    _, _, next_obs, terminated, _ = transitions(terminal)
+    assert next_obs[:, 0].tolist() == [2.0, 0.0, 0.0]
+    assert terminated.tolist() == [False, True, True]

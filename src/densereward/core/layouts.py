@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.errors import ValidationError
+from densereward.core.segments import Segments, expand_ranges, next_in_segment
 from densereward.core.trajectories import TERMINATED, TRUNCATED, Trajectories, as_tensor
 
 POSITION = "position"
@@ -69,15 +70,19 @@ def from_padded(
     return Trajectories(offsets, steps, dict(episodes or {}))
 
 
-def to_padded(
-    batch: Trajectories, values: Tensor, width: int | None = None, pad: float = 0.0
+def pad_segments(
+    values: Tensor,
+    segments: Segments,
+    width: int | None = None,
+    pad: float = 0.0,
+    columns: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``([batch, width] values, [batch, width] bool mask)`` from a per-step tensor.
+    """``[steps, ...] -> ([segments, width, ...] values, [segments, width] bool mask)``.
 
-    Steps land at their ``position`` column if the batch has one, else left-aligned.
+    Element ``t`` of segment ``i`` lands in row ``i`` at ``columns[t]`` (default: its position in
+    the segment, i.e. left-aligned); ``width`` defaults to the narrowest that fits.
     """
-    segments = batch.segments
-    columns = batch.steps.get(POSITION, segments.positions)
+    columns = segments.positions if columns is None else columns
     needed = int(columns.max()) + 1 if columns.numel() else 0
     width = needed if width is None else width
     if width < needed:
@@ -85,11 +90,21 @@ def to_padded(
             "width", f"{width} is too narrow for the longest trajectory ({needed})"
         )
     flat_index = segments.ids * width + columns
-    out = values.new_full((len(batch) * width, *values.shape[1:]), pad)
+    out = values.new_full((segments.count * width, *values.shape[1:]), pad)
     out[flat_index] = values
-    mask = torch.zeros(len(batch) * width, dtype=torch.bool, device=values.device)
+    mask = torch.zeros(segments.count * width, dtype=torch.bool, device=values.device)
     mask[flat_index] = True
-    return out.view(len(batch), width, *values.shape[1:]), mask.view(len(batch), width)
+    return out.view(segments.count, width, *values.shape[1:]), mask.view(segments.count, width)
+
+
+def to_padded(
+    batch: Trajectories, values: Tensor, width: int | None = None, pad: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """``([batch, width] values, [batch, width] bool mask)`` from a per-step tensor.
+
+    Steps land at their ``position`` column if the batch has one, else left-aligned.
+    """
+    return pad_segments(values, batch.segments, width, pad, batch.steps.get(POSITION))
 
 
 def broadcast_to_tokens(
@@ -112,14 +127,8 @@ def broadcast_to_tokens(
     width = needed if width is None else width
     if width < needed:
         raise ValidationError("width", f"{width} is too narrow for the last token span ({needed})")
-    total = int(counts.sum())
-    step_of_token = torch.repeat_interleave(
-        torch.arange(spans.shape[0], device=spans.device), counts, output_size=total
-    )
-    first_token = torch.cumsum(counts, 0) - counts
-    within = torch.arange(total, device=spans.device) - first_token[step_of_token]
-    row = batch.segments.ids[step_of_token]
-    flat_index = row * width + spans[step_of_token, 0] + within
+    tokens, step_of_token = expand_ranges(spans[:, 0], counts)
+    flat_index = batch.segments.ids[step_of_token] * width + tokens
     out = step_values.new_full((len(batch) * width,), pad)
     out[flat_index] = step_values[step_of_token]
     mask = torch.zeros(len(batch) * width, dtype=torch.bool, device=spans.device)
@@ -233,14 +242,17 @@ def transitions(
     ``imitation`` library's reward functions — from a batch with ``obs``/``action`` step columns.
 
     ``next_obs`` is the next step's observation inside a trajectory and the per-trajectory
-    ``final_obs`` after its last step; ``terminated``/``truncated`` are true only at a last step.
+    ``final_obs`` after its last step (zeros after a terminal step when there is no ``final_obs``);
+    ``terminated``/``truncated`` are true only at a last step.
     """
     observations = batch.step(obs)
-    following = torch.roll(observations, -1, 0)
     last = batch.segments.last
     if final_obs in batch.episodes:
-        following.index_copy_(0, last, batch.episodes[final_obs].to(observations.dtype))
-    elif not bool(batch.terminated.all()):
+        following = next_in_segment(observations, batch.segments, batch.episodes[final_obs])
+    elif bool(batch.terminated.all()):
+        # Nothing follows a terminal state: zeros, never the next trajectory's first observation.
+        following = next_in_segment(observations, batch.segments, 0.0)
+    else:
         first = int(torch.nonzero(~batch.terminated)[0, 0])
         raise ValidationError(
             final_obs, "needed after trajectories that did not terminate", trajectory=first

@@ -230,13 +230,20 @@ def rollout_distance_matrix(
             final_name, "needed for trajectories that did not terminate", trajectory=first
         )
     following = next_in_segment(phi, batch.segments, final)  # whole feature rows at once
-    terminal = (batch.segments.is_last & torch.repeat_interleave(terminated, batch.lengths)).numpy()
+    terminal = torch.zeros(batch.num_steps, dtype=torch.bool)
+    terminal[batch.segments.last] = terminated  # one write per trajectory
     rewards = [batch.step(name).to(torch.float64).numpy() for name in names]
     matrix = np.zeros((len(names), len(names)))
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             matrix[i, j] = matrix[j, i] = starc_distance_rollouts(
-                rewards[i], rewards[j], phi.numpy(), following.numpy(), terminal, gamma, order
+                rewards[i],
+                rewards[j],
+                phi.numpy(),
+                following.numpy(),
+                terminal.numpy(),
+                gamma,
+                order,
             )
     return matrix
 

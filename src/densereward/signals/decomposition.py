@@ -6,25 +6,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
+from densereward.core.layouts import pad_segments
 from densereward.core.registry import register
 from densereward.core.returns import trajectory_scores
 from densereward.core.segments import Segments
 from densereward.core.trajectories import Trajectories
 from densereward.models.return_predictor import ReturnPredictor
 from densereward.signals.base import SignalContext
-
-
-def padded_rows(values: Tensor, segments: Segments) -> tuple[Tensor, Tensor]:
-    """``[steps, ...] -> ([segments, longest, ...], [segments, longest] mask)``."""
-    longest = segments.max_length
-    index = segments.ids * longest + segments.positions
-    out = values.new_zeros((segments.count * longest, *values.shape[1:]))
-    out[index] = values
-    mask = torch.zeros(segments.count * longest, dtype=torch.bool, device=values.device)
-    mask[index] = True
-    return out.view(segments.count, longest, *values.shape[1:]), mask.view(segments.count, longest)
 
 
 @register("signal", "return_decomposition", paper="RUDDER (Arjona-Medina et al. 2019); SPA-RL")
@@ -67,7 +56,7 @@ class ReturnDecompositionSignal:
             self.memory.append((episodes[i], returns[i]))
         if self.memory:
             self._train()
-        rows, mask = padded_rows(obs, batch.segments)
+        rows, mask = pad_segments(obs, batch.segments)
         with torch.no_grad():
             predictions = self.model(rows)[mask].double()
         return batch.with_steps(**{name: predictions})
@@ -83,7 +72,7 @@ class ReturnDecompositionSignal:
             lengths = torch.tensor([len(o) for o, _ in sample])
             offsets = torch.zeros(len(sample) + 1, dtype=torch.int64)
             torch.cumsum(lengths, 0, out=offsets[1:])
-            rows, mask = padded_rows(torch.cat([o for o, _ in sample]), Segments(offsets))
+            rows, mask = pad_segments(torch.cat([o for o, _ in sample]), Segments(offsets))
             target = torch.stack([g for _, g in sample])[:, None].expand_as(mask)
             loss = ((self.model(rows) - target) ** 2)[mask].mean()
             self._optimizer.zero_grad()
