@@ -199,6 +199,116 @@ def _matrix_table(title: str, names: list[str], matrix: np.ndarray) -> Table:
     return table
 
 
+evaluate_app = typer.Typer(
+    help="Score reward models on files: ProcessBench, RewardMATH, RewardBench, best-of-N.",
+    no_args_is_help=True,
+)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("processbench")
+@user_errors
+def evaluate_processbench(
+    data: Annotated[list[Path], typer.Argument(help="ProcessBench subset files (JSON or JSONL).")],
+    predictions: Annotated[
+        Path, typer.Option(help='JSON lines of {"id": ..., "prediction": first wrong step or -1}.')
+    ],
+) -> None:
+    """First-error accuracy on erroneous and correct items, F1 per subset, and the mean F1."""
+    from densereward.evaluation.process import processbench_f1, read_predictions, read_processbench
+
+    guesses = read_predictions(predictions)
+    table = Table(title=f"ProcessBench: {predictions}")
+    for column in ("subset", "items", "acc_err", "acc_corr", "F1"):
+        table.add_column(column, justify="right" if column != "subset" else "left")
+    scores = [
+        (path, processbench_f1(read_processbench(path), guesses, str(predictions))) for path in data
+    ]
+    for path, score in scores:
+        table.add_row(
+            escape(path.stem),
+            str(score.n_err + score.n_corr),
+            f"{100 * score.acc_err:.1f}",
+            f"{100 * score.acc_corr:.1f}",
+            f"{100 * score.f1:.1f}",
+        )
+    if len(scores) > 1:
+        mean = sum(score.f1 for _, score in scores) / len(scores)
+        table.add_row("mean", "", "", "", f"{100 * mean:.1f}")
+    console.print(table)
+
+
+_AGGREGATE_HELP = "How step scores become a solution score: min, product, last, mean, max, sum."
+
+
+@evaluate_app.command("rewardmath")
+@user_errors
+def evaluate_rewardmath(
+    scores: Annotated[Path, typer.Argument(help="Per-solution scores (correct solution first).")],
+    aggregate: Annotated[str, typer.Option(help=_AGGREGATE_HELP)] = "min",
+) -> None:
+    """RewardMATH accuracy (correct solution above all wrong ones) and MRR."""
+    from densereward.evaluation.process import rewardmath_scores
+
+    score = rewardmath_scores(scores, _aggregation(aggregate))
+    console.print(
+        f"RewardMATH {escape(str(scores))}: {score.n} problems, "
+        f"Acc {100 * score.accuracy:.2f}, MRR {100 * score.mrr:.2f}"
+    )
+
+
+@evaluate_app.command("rewardbench")
+@user_errors
+def evaluate_rewardbench(
+    scores: Annotated[Path, typer.Argument(help="Step scores of chosen/rejected solutions.")],
+    aggregate: Annotated[str, typer.Option(help=_AGGREGATE_HELP)] = "product",
+) -> None:
+    """RewardBench pairwise accuracy (ties wrong) with step scores aggregated per solution."""
+    from densereward.evaluation.process import rewardbench_pairs
+
+    accuracy, pairs = rewardbench_pairs(scores, _aggregation(aggregate))
+    console.print(
+        f"RewardBench {escape(str(scores))}: {pairs} pairs, accuracy {100 * accuracy:.1f}"
+    )
+
+
+@evaluate_app.command("best-of-n")
+@user_errors
+def evaluate_best_of_n(
+    input: Annotated[Path, typer.Argument(help="Trajectories file with groups of responses.")],
+    score: Annotated[str, typer.Option(help="Step column scored by the reward model.")] = "prm",
+    aggregate: Annotated[str, typer.Option(help=_AGGREGATE_HELP)] = "min",
+    correct: Annotated[str, typer.Option(help="Per-trajectory column, 1 if correct.")] = "outcome",
+) -> None:
+    """Accuracy of the highest-scored response per group, against the group's mean accuracy."""
+    from densereward.core.segments import aggregate_segments
+    from densereward.evaluation.process import best_of_n_accuracy
+
+    batch = read_trajectories(input)
+    solution = aggregate_segments(
+        batch.step(score).double(), batch.segments, _aggregation(aggregate)
+    )
+    truth = batch.episode(correct)
+    group = (
+        batch.episode("group")
+        if "group" in batch.episodes
+        else torch.zeros(len(batch), dtype=torch.long)
+    )
+    picked = best_of_n_accuracy(solution, truth, group)
+    console.print(
+        f"best-of-N on {escape(str(input))}: {len(batch)} responses, accuracy {100 * picked:.1f} "
+        f"(mean response {100 * float(truth.double().mean()):.1f})"
+    )
+
+
+def _aggregation(name: str) -> str:
+    from densereward.core.segments import AGGREGATIONS
+
+    if name not in AGGREGATIONS:
+        raise DenseRewardError(f"--aggregate: unknown {name!r}; known: {', '.join(AGGREGATIONS)}")
+    return name
+
+
 @app.command(name="recipes")
 def list_recipes() -> None:
     """The recipes shipped with densereward."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,46 @@ def test_parquet_with_disagreeing_step_lengths_is_rejected(tmp_path: Path) -> No
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "trajectory 1: field 'steps.value': has 2 steps, steps.prm has 1" in result.stderr
     assert not out.exists() and digest(source) == before
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_evaluate_reproduces_rewardmath_and_scores_processbench(tmp_path):
+    result = run("evaluate", "rewardmath", DATA / "rewardmath_ArmoRM_reward.json")
+    assert result.returncode == 0 and "Acc 20.50, MRR 42.18" in " ".join(result.stdout.split())
+    result = run(
+        "evaluate", "rewardbench", DATA / "rewardbench_mathprm_steps_mathshepherd_scores.json"
+    )
+    assert result.returncode == 0 and "accuracy 94.4" in " ".join(result.stdout.split())
+    items = json.loads((DATA / "gsm8k.json").read_text())
+    predictions = tmp_path / "predictions.jsonl"
+    # correct on every erroneous item, wrong on every correct one: acc_err 100, acc_corr 0, F1 0
+    predictions.write_text(
+        "".join(
+            json.dumps({"id": i["id"], "prediction": i["label"] if i["label"] >= 0 else 0}) + "\n"
+            for i in items
+        )
+    )
+    result = run("evaluate", "processbench", DATA / "gsm8k.json", "--predictions", predictions)
+    assert result.returncode == 0
+    assert re.search(r"gsm8k\s*│\s*400\s*│\s*100\.0\s*│\s*0\.0\s*│\s*0\.0", result.stdout)
+
+
+def test_evaluate_bad_input_is_one_line(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "gsm8k-0", "prediction": 1}\n{"id": \n')
+    assert_user_error(
+        run("evaluate", "processbench", DATA / "gsm8k.json", "--predictions", broken),
+        r"broken.jsonl:2: field 'line': is not valid JSON",
+    )
+    assert_user_error(
+        run(
+            "evaluate",
+            "rewardmath",
+            DATA / "rewardmath_ArmoRM_reward.json",
+            "--aggregate",
+            "median",
+        ),
+        r"--aggregate: unknown 'median'",
+    )

@@ -388,3 +388,47 @@ def pooled_zscore(
     low = groups.min(segment_min(x, segments))
     scale = torch.where(high == low, torch.zeros_like(std), 1.0 / (std + eps))
     return centred * broadcast(scale[groups.index], segments)
+
+
+AGGREGATIONS = ("min", "product", "last", "mean", "max", "sum")
+
+
+def aggregate_segments(x: Tensor, segments: Segments, how: str) -> Tensor:
+    """One score per segment from its elements: ``min``, ``product``, ``last``, ``mean``, ``max``
+    or ``sum`` (how a PRM's step scores become a solution score; ``product`` expects
+    probabilities and is taken as ``exp(sum(log x))``, so one zero makes it zero).
+
+    >>> s = Segments(torch.tensor([0, 2, 3]))
+    >>> aggregate_segments(torch.tensor([0.5, 0.8, 0.9]), s, "product").tolist()
+    [0.4000000059604645, 0.8999999761581421]
+    """
+    if how == "min":
+        return segment_min(x, segments)
+    if how == "max":
+        return segment_max(x, segments)
+    if how == "mean":
+        return segment_mean(x, segments)
+    if how == "sum":
+        return segment_sum(x, segments)
+    if how == "last":
+        return x[segments.last]
+    if how == "product":
+        return torch.exp(segment_sum(torch.log(x), segments))
+    raise ValueError(f"unknown aggregation {how!r}; known: {', '.join(AGGREGATIONS)}")
+
+
+def first_below(x: Tensor, segments: Segments, threshold: float) -> Tensor:
+    """Position (within its segment) of the first element below ``threshold``; -1 if none.
+
+    >>> first_below(torch.tensor([0.9, 0.2, 0.1, 0.8]), Segments(torch.tensor([0, 3, 4])), 0.5)
+    tensor([ 1, -1])
+    """
+    big = segments.max_length + 1
+    positions = torch.where(
+        x < threshold, segments.positions, torch.full_like(segments.positions, big)
+    )
+    first = torch.segment_reduce(
+        positions.to(torch.float64), "min", offsets=segments.offsets, initial=float(big)
+    )
+    first = first.to(torch.long)
+    return torch.where(first >= big, torch.full_like(first, -1), first)

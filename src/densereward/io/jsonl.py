@@ -215,8 +215,13 @@ def trajectory_records(batch: Trajectories) -> Iterable[dict[str, Any]]:
         yield record
 
 
-def write_jsonl(batch: Trajectories, path: str | Path) -> None:
+def write_records(records: Iterable[dict[str, Any]], path: str | Path) -> None:
+    """Write JSON objects one per line, atomically (all or nothing)."""
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
-        for record in trajectory_records(batch):
+        for record in records:
             handle.write(json.dumps(record, allow_nan=False, ensure_ascii=False))
             handle.write("\n")
+
+
+def write_jsonl(batch: Trajectories, path: str | Path) -> None:
+    write_records(trajectory_records(batch), path)
