@@ -9,16 +9,17 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "densereward"
 
 ALLOWED = {
     "core": set(),
-    "models": set(),
+    "models": {"core"},
     "estimators": {"core"},
     "transforms": {"core"},
     "io": {"core"},
     "signals": {"core", "models"},
     "evaluation": {"core"},
     "pipeline": {"core", "signals", "transforms", "estimators"},
-    "worlds": {"core"},
-    "trainers": {"core", "models", "pipeline", "worlds"},
-    "runs": {"core", "pipeline", "signals", "trainers", "worlds"},
+    "labeling": {"core", "signals", "models"},
+    "worlds": {"core", "io", "models", "labeling"},
+    "trainers": {"core", "models", "signals", "pipeline", "worlds"},
+    "runs": {"core", "models", "pipeline", "signals", "trainers", "worlds"},
     "cli": {
         "core",
         "io",

@@ -9,12 +9,24 @@ from densereward.signals.control import CountBonus, ProgressPotential
 from densereward.signals.decomposition import ReturnDecompositionSignal
 from densereward.signals.feedback import AIFeedback, OpenAIAnnotator, RuleAnnotator
 from densereward.signals.functions import RewardFunctionSignal, load_function
+from densereward.signals.reasoning import (
+    AnswerLikelihoodSignal,
+    ImplicitPRMSignal,
+    InformationGainSignal,
+    PRMSignal,
+    ProgressSignal,
+)
 
 __all__ = [
     "AIFeedback",
+    "AnswerLikelihoodSignal",
     "CountBonus",
+    "ImplicitPRMSignal",
+    "InformationGainSignal",
     "OpenAIAnnotator",
+    "PRMSignal",
     "ProgressPotential",
+    "ProgressSignal",
     "ReturnDecompositionSignal",
     "RewardFunctionSignal",
     "RuleAnnotator",

@@ -13,6 +13,7 @@ from densereward.transforms.redistribution import (
     redistribute_weighted,
 )
 from densereward.transforms.schedules import anneal_weight
+from densereward.transforms.thought import thought_rewards
 from densereward.transforms.trust import trust_weights
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "redistribute_return_decomposition",
     "redistribute_weighted",
     "shape_potential",
+    "thought_rewards",
     "trust_weights",
 ]

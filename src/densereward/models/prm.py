@@ -1,0 +1,120 @@
+"""Process reward model: a causal-LM backbone plus a linear head read at step-tag positions.
+
+Math-Shepherd's recipe: a step tag (``ки``) follows every step; one forward pass over the whole
+solution gives a hidden state at every tag, and ``σ(w·h + b)`` there is the probability that the
+solution is still on track after that step. Because attention is causal, the score at a tag sees
+exactly the prefix up to that step, so one pass equals scoring every prefix separately.
+
+Training: step-wise binary cross-entropy against hard (0/1) or soft (MC fraction) labels. Any
+``transformers`` causal LM works as backbone (its final hidden states are read).
+
+Positions are given per step as ``[row, column]`` pairs into ``Rows.input_ids``, so the same model
+scores policy rollouts (tag = last token of each step span) and ProcessBench-style files.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+from densereward.core.segments import expand_ranges
+from densereward.models.language import Rows, position_ids
+
+
+class ProcessRewardModel(nn.Module):
+    """``backbone`` (a causal LM, copied) and a scalar head; ``forward`` gives logits per token."""
+
+    def __init__(self, backbone: PreTrainedModel) -> None:
+        super().__init__()
+        self.backbone = copy.deepcopy(backbone)
+        self.head = nn.Linear(self.backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            output_hidden_states=True,
+        )
+        return out.hidden_states[-1]
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Logits ``[B, L]`` at every position (read the ones at step tags)."""
+        return self.head(self.hidden(input_ids, attention_mask)).squeeze(-1)
+
+    def step_logits(self, rows: Rows, positions: Tensor) -> Tensor:
+        """Logits at ``positions`` (``[S, 2]`` row/column pairs), one forward pass for all rows.
+
+        Only the hidden states at the tags go through the head.
+        """
+        hidden = self.hidden(rows.input_ids, rows.attention_mask)
+        picked = hidden[positions[:, 0], positions[:, 1]]
+        return self.head(picked).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, rows: Rows, positions: Tensor, chunk: int = 256) -> Tensor:
+        """``σ(logit)`` at each position, ``[S]``, in chunks of rows."""
+        self.eval()
+        out = []
+        for start in range(0, rows.input_ids.shape[0], chunk):
+            index = torch.arange(start, min(start + chunk, rows.input_ids.shape[0]))
+            inside = (positions[:, 0] >= start) & (positions[:, 0] < start + chunk)
+            local = positions[inside].clone()
+            local[:, 0] -= start
+            out.append(torch.sigmoid(self.step_logits(rows.select(index), local)))
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def train_prm(
+    model: ProcessRewardModel,
+    rows: Rows,
+    positions: Tensor,
+    labels: Tensor,
+    epochs: int = 3,
+    batch_size: int = 64,
+    learning_rate: float = 5e-4,
+    seed: int = 0,
+) -> list[float]:
+    """Step-wise BCE with (hard or soft) ``labels`` ``[S]`` at ``positions``. Returns losses."""
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    n_rows = rows.input_ids.shape[0]
+    step_row = positions[:, 0].numpy()
+    # steps of each row, so a batch of rows brings all its steps: CSR over rows
+    order = np.argsort(step_row, kind="stable")
+    bounds = np.searchsorted(step_row[order], np.arange(n_rows + 1))
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        perm = rng.permutation(n_rows)
+        for start in range(0, n_rows, batch_size):
+            batch_rows = np.sort(perm[start : start + batch_size])
+            picked, _ = expand_ranges(
+                torch.as_tensor(bounds[batch_rows]),
+                torch.as_tensor(bounds[batch_rows + 1] - bounds[batch_rows]),
+            )
+            steps = order[picked.numpy()]
+            if steps.size == 0:
+                continue
+            local = positions[steps].clone()
+            local[:, 0] = torch.as_tensor(np.searchsorted(batch_rows, local[:, 0].numpy()))
+            logits = model.step_logits(rows.select(torch.as_tensor(batch_rows)), local)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels[steps].float())
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def flatten_labels(labels: Sequence[Sequence[float]]) -> Tensor:
+    return torch.tensor([v for row in labels for v in row], dtype=torch.float32)

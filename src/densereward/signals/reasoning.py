@@ -1,0 +1,338 @@
+"""Step rewards for language-model reasoning, from reward models or the policy's own beliefs.
+
+All of them read a batch built by ``models.language.rows_to_trajectories`` (token rows ride along
+per trajectory; steps end at step tags) and look their models up by name in the
+``SignalContext`` handed to ``prepare``.
+
+- ``prm``: a process reward model's probability at each step's last token (one forward pass).
+- ``progress``: PAV (Setlur et al. 2024), ``A^μ(s_h, a_h) = Q^μ(s_h, a_h) − V^μ(s_h)``, read from a
+  model of the prover's success probability as the change in value across each step (the first
+  step is measured from the value of the prompt alone).
+- ``implicit_prm``: PRIME (Cui et al. 2025), ``r_φ(y_t) = β log π_φ(y_t|y_<t)/π_ref(y_t|y_<t)``
+  per token, summed over each step's tokens; ``π_φ`` is updated online by the cross-entropy of
+  ``σ(Σ_t r_φ(y_t))`` against outcome labels only.
+- ``information_gain``: IGPO (Wang et al. 2025), ``p_t = exp(mean_j log π_θ(a*_j | x, steps_≤t,
+  a*_<j))``, the teacher-forced geometric-mean probability of the reference answer after step
+  ``t``; step ``t``'s reward is ``IG_t = p_t − p_{t−1}``, so the rewards telescope to
+  ``p_T − p_0``. The untagged tail (the model's own answer) gets 0: the outcome covers it.
+- ``answer_likelihood``: ``log π_θ(y* | x, reasoning)`` of the reference answer after the whole
+  reasoning, on the last step (Likelihood-Based Reward Designs).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.registry import register
+from densereward.core.segments import Segments, previous_in_segment
+from densereward.core.trajectories import Trajectories
+from densereward.models.language import (
+    Rows,
+    step_end_positions,
+    token_logprobs,
+    trajectories_to_rows,
+)
+from densereward.signals.base import SignalContext
+
+
+def _model(context: SignalContext, name: str, signal: str) -> Any:
+    if name not in context.models:
+        known = ", ".join(sorted(context.models)) or "none"
+        raise ConfigError(f"signals.{signal}", f"needs model {name!r}; this world offers: {known}")
+    return context.models[name]
+
+
+def step_token_sums(token_values: Tensor, batch: Trajectories) -> Tensor:
+    """Sum of ``token_values`` ``[B, T]`` over each step's token span, ``[steps]``."""
+    assert batch.token_spans is not None
+    cumulative = torch.nn.functional.pad(token_values.cumsum(1), (1, 0))
+    rows = batch.segments.ids
+    return cumulative[rows, batch.token_spans[:, 1]] - cumulative[rows, batch.token_spans[:, 0]]
+
+
+@register("signal", "prm", paper="Math-Shepherd (Wang et al. 2024)")
+@dataclass
+class PRMSignal:
+    """Step scores ``σ(head(h_tag))`` of the process reward model named ``model``."""
+
+    model: str = "prm"
+    prm: Any = field(default=None, repr=False)
+
+    def prepare(self, context: SignalContext) -> None:
+        self.prm = _model(context, self.model, "prm")
+
+    def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        if self.prm is None:
+            raise ConfigError("signals.prm", "prepare() was not called: no model")
+        scores = self.prm.score(trajectories_to_rows(batch), step_end_positions(batch))
+        return batch.with_steps(**{name: scores.to(torch.float64)})
+
+
+@register("signal", "progress", paper="Rewarding Progress (Setlur et al. 2024), PAV")
+@dataclass
+class ProgressSignal:
+    """``Q^μ`` after each step minus the value before it, from a prover-value model."""
+
+    model: str = "prover_value"
+    prm: Any = field(default=None, repr=False)
+
+    def prepare(self, context: SignalContext) -> None:
+        self.prm = _model(context, self.model, "progress")
+
+    def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        if self.prm is None:
+            raise ConfigError("signals.progress", "prepare() was not called: no model")
+        rows = trajectories_to_rows(batch)
+        ends = step_end_positions(batch)
+        starts = torch.stack(
+            [torch.arange(len(batch)), torch.full((len(batch),), rows.prompt_width - 1)], 1
+        )
+        values = self.prm.score(rows, torch.cat([starts, ends])).to(torch.float64)
+        start_value, after = values[: len(batch)], values[len(batch) :]
+        before = previous_in_segment(after, batch.segments)
+        first = batch.segments.offsets[:-1][batch.segments.lengths > 0]
+        before[first] = start_value[batch.segments.lengths > 0]
+        return batch.with_steps(**{name: after - before})
+
+
+def implicit_token_rewards(
+    policy_logprobs: Tensor, reference_logprobs: Tensor, beta: float
+) -> Tensor:
+    """PRIME's token rewards ``β (log π_φ − log π_ref)``; they sum to ``β`` times the sequence
+    log-ratio."""
+    return beta * (policy_logprobs - reference_logprobs)
+
+
+@register("signal", "implicit_prm", paper="PRIME (Cui et al. 2025)")
+@dataclass
+class ImplicitPRMSignal:
+    """Implicit process rewards from a log-ratio model updated online on outcome labels.
+
+    Each call first takes ``updates`` AdamW steps on ``BCE(σ(β Σ_t log π_φ/π_ref), outcome)``
+    over the batch (outcomes in [0, 1]), then scores the batch with the updated ``π_φ``, as
+    PRIME's algorithm does. ``π_φ`` and ``π_ref`` both start from the model named ``reference``.
+    """
+
+    beta: float = 0.05
+    learning_rate: float = 1e-4
+    updates: int = 1
+    reference: str = "reference"
+    phi: Any = field(default=None, repr=False)
+    frozen: Any = field(default=None, repr=False)
+    optimizer: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError("signals.implicit_prm.beta", "must be positive")
+
+    def prepare(self, context: SignalContext) -> None:
+        self.frozen = _model(context, self.reference, "implicit_prm")
+        self.phi = copy.deepcopy(self.frozen)
+        self.optimizer = torch.optim.AdamW(self.phi.parameters(), lr=self.learning_rate)
+
+    def sequence_log_ratio(self, rows: Rows) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            reference = token_logprobs(self.frozen, rows)
+        return token_logprobs(self.phi, rows), reference
+
+    def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        if self.phi is None:
+            raise ConfigError("signals.implicit_prm", "prepare() was not called: no model")
+        rows = trajectories_to_rows(batch)
+        if batch.outcome is not None and self.updates > 0:
+            target = batch.outcome.float().clamp(0, 1)
+            self.phi.train()
+            for _ in range(self.updates):
+                policy, reference = self.sequence_log_ratio(rows)
+                logit = implicit_token_rewards(policy, reference, self.beta).sum(1)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, target)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+            self.phi.eval()
+        with torch.no_grad():
+            policy, reference = self.sequence_log_ratio(rows)
+        tokens = implicit_token_rewards(policy, reference, self.beta).to(torch.float64)
+        return batch.with_steps(**{name: step_token_sums(tokens, batch)})
+
+
+def answer_rows(
+    rows: Rows, row_index: Tensor, cut: Tensor, answers: Tensor, answer_lengths: Tensor, pad: int
+) -> tuple[Rows, Tensor]:
+    """Rows ``prompt + response[:cut] + answer`` for each (row, cut) pair, built by gathers.
+
+    ``answers`` ``[B, A]`` right-padded answer tokens (with their lead-in, e.g. ``#``). Returns the
+    new rows (their "response" is everything after the prompt) and a ``[N, W]`` mask of the
+    answer tokens in the response part.
+    """
+    p = rows.prompt_width
+    width_answer = answers.shape[1]
+    total = rows.input_ids.shape[1] + width_answer
+    column = torch.arange(total)[None, :]
+    cut_at = (p + cut)[:, None]
+    source = rows.input_ids[row_index]
+    source_mask = rows.attention_mask[row_index]
+    in_context = column < cut_at
+    answer_column = (column - cut_at).clamp(0, width_answer - 1)
+    in_answer = (column >= cut_at) & (column - cut_at < answer_lengths[row_index][:, None])
+    context_ids = source.gather(1, column.clamp(max=source.shape[1] - 1).expand(len(row_index), -1))
+    context_mask = source_mask.gather(
+        1, column.clamp(max=source.shape[1] - 1).expand(len(row_index), -1)
+    )
+    answer_ids = answers[row_index].gather(1, answer_column)
+    ids = torch.where(in_context, context_ids, torch.where(in_answer, answer_ids, pad))
+    mask = torch.where(in_context, context_mask, in_answer.long())
+    return Rows(ids, mask, mask[:, p:] > 0, p), in_answer[:, p:]
+
+
+def answer_logprob(
+    model: Any,
+    rows: Rows,
+    row_index: Tensor,
+    cut: Tensor,
+    answers: Tensor,
+    lengths: Tensor,
+    pad: int,
+) -> Tensor:
+    """Mean teacher-forced ``log π(a*_j | context, a*_<j)`` over the answer tokens, per pair."""
+    built, answer_mask = answer_rows(rows, row_index, cut, answers, lengths, pad)
+    with torch.no_grad():
+        logp = token_logprobs(model, built)
+    picked = logp.masked_fill(~answer_mask, 0.0).sum(1)
+    return picked / answer_mask.sum(1).clamp(min=1)
+
+
+def _reference_answers(
+    batch: Trajectories, tokenizer: Any, prefix: str, column: str
+) -> tuple[Tensor, Tensor]:
+    if column not in batch.text:
+        raise ValidationError(column, "information rewards need the reference answer text")
+    pieces = [
+        tokenizer(prefix + a, add_special_tokens=False)["input_ids"] for a in batch.text[column]
+    ]
+    width = max(len(p) for p in pieces)
+    answers = torch.full((len(pieces), width), tokenizer.pad_token_id, dtype=torch.long)
+    for i, ids in enumerate(pieces):  # one tokenizer call per answer string regardless
+        answers[i, : len(ids)] = torch.tensor(ids)
+    return answers, torch.tensor([len(p) for p in pieces])
+
+
+@register("signal", "information_gain", paper="IGPO (Wang et al. 2025)")
+@dataclass
+class InformationGainSignal:
+    """``IG_t = p_t − p_{t−1}`` per tagged step; ``p`` from the live policy (``model``)."""
+
+    model: str = "policy"
+    answer_prefix: str = "#"
+    answer: str = "answer"
+    step_tag: str = "ки"
+    policy: Any = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+
+    def prepare(self, context: SignalContext) -> None:
+        self.policy = _model(context, self.model, "information_gain")
+        self.tokenizer = context.tokenizer
+
+    def probabilities(self, batch: Trajectories) -> tuple[Tensor, Tensor]:
+        """``p_0`` per trajectory and ``p_t`` after every step, ``([B], [steps])``."""
+        rows = trajectories_to_rows(batch)
+        answers, lengths = _reference_answers(
+            batch, self.tokenizer, self.answer_prefix, self.answer
+        )
+        assert batch.token_spans is not None
+        row_index = torch.cat([torch.arange(len(batch)), batch.segments.ids])
+        cut = torch.cat([torch.zeros(len(batch), dtype=torch.long), batch.token_spans[:, 1]])
+        logp = answer_logprob(
+            self.policy, rows, row_index, cut, answers, lengths, self.tokenizer.pad_token_id
+        )
+        p = logp.exp().to(torch.float64)
+        return p[: len(batch)], p[len(batch) :]
+
+    def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        if self.policy is None:
+            raise ConfigError("signals.information_gain", "prepare() was not called: no model")
+        p0, p = self.probabilities(batch)
+        gain = information_gain(p0, p, batch.segments)
+        tagged = _ends_with_tag(batch, self.tokenizer, self.step_tag)
+        return batch.with_steps(**{name: gain.masked_fill(~tagged, 0.0)})
+
+
+def information_gain(p0: Tensor, p: Tensor, segments: Segments) -> Tensor:
+    """``p_t − p_{t−1}`` with ``p_{−1} = p0`` of the trajectory (telescopes to ``p_T − p_0``)."""
+    before = previous_in_segment(p, segments)
+    first = segments.offsets[:-1][segments.lengths > 0]
+    before[first] = p0[segments.lengths > 0]
+    return p - before
+
+
+def _ends_with_tag(batch: Trajectories, tokenizer: Any, tag: str) -> Tensor:
+    rows = trajectories_to_rows(batch)
+    ends = step_end_positions(batch)
+    return rows.input_ids[ends[:, 0], ends[:, 1]] == tokenizer.convert_tokens_to_ids(tag)
+
+
+@register("signal", "answer_likelihood", paper="Likelihood-Based Reward Designs")
+@dataclass
+class AnswerLikelihoodSignal:
+    """``log π_θ(y* | x, reasoning)`` on the last step (mean over answer tokens), 0 elsewhere.
+
+    The reasoning is the response up to its last step tag (the model's own answer is dropped).
+    """
+
+    model: str = "policy"
+    answer_prefix: str = "#"
+    answer: str = "answer"
+    step_tag: str = "ки"
+    policy: Any = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+
+    def prepare(self, context: SignalContext) -> None:
+        self.policy = _model(context, self.model, "answer_likelihood")
+        self.tokenizer = context.tokenizer
+
+    def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        if self.policy is None:
+            raise ConfigError("signals.answer_likelihood", "prepare() was not called: no model")
+        rows = trajectories_to_rows(batch)
+        answers, lengths = _reference_answers(
+            batch, self.tokenizer, self.answer_prefix, self.answer
+        )
+        assert batch.token_spans is not None
+        tagged = _ends_with_tag(batch, self.tokenizer, self.step_tag)
+        # the end of the last tagged step of each trajectory (0: no reasoning at all)
+        ends = torch.where(
+            tagged, batch.token_spans[:, 1], torch.zeros_like(batch.token_spans[:, 1])
+        )
+        cut = torch.zeros(len(batch), dtype=torch.long).scatter_reduce(
+            0, batch.segments.ids, ends, "amax"
+        )
+        logp = answer_logprob(
+            self.policy,
+            rows,
+            torch.arange(len(batch)),
+            cut,
+            answers,
+            lengths,
+            self.tokenizer.pad_token_id,
+        ).to(torch.float64)
+        out = torch.zeros(batch.num_steps, dtype=torch.float64)
+        out[batch.segments.last] = logp
+        return batch.with_steps(**{name: out})
+
+
+__all__ = [
+    "AnswerLikelihoodSignal",
+    "ImplicitPRMSignal",
+    "InformationGainSignal",
+    "PRMSignal",
+    "ProgressSignal",
+    "implicit_token_rewards",
+    "information_gain",
+    "step_token_sums",
+]

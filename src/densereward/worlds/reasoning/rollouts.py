@@ -1,0 +1,89 @@
+"""Policy rollouts on reasoning problems, graded exactly, as a ``Trajectories`` batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from densereward.core.trajectories import Trajectories
+from densereward.models.language import (
+    Rows,
+    SampleCost,
+    decode_responses,
+    rows_to_trajectories,
+    sample,
+)
+from densereward.worlds.reasoning.tasks import STEP_TAG, Problem, grade
+
+PROMPT_SUFFIX = "=?"
+
+
+def policy_prompt(problem: Problem) -> str:
+    """What the policy sees: the problem and ``=?``."""
+    return problem.prompt + PROMPT_SUFFIX
+
+
+def graded_batch(
+    rows: Rows,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    group: np.ndarray,
+) -> Trajectories:
+    """Rows of responses to ``problems[group[i]]`` as trajectories: steps end at step tags;
+    ``outcome`` 1.0 if the answer is right; step column ``label`` holds the exact process labels
+    (1 before the first wrong step, 0 from it on; the answer step is 1 only if everything is
+    right); ``first_error`` and ``num_steps`` per trajectory; the reference answer as
+    ``text["answer"]``."""
+    texts = decode_responses(tokenizer, rows)
+    grades = [grade(problems[g], t) for g, t in zip(group, texts, strict=True)]
+    batch = rows_to_trajectories(
+        rows,
+        int(tokenizer.convert_tokens_to_ids(STEP_TAG)),  # type: ignore[arg-type]
+        episodes={
+            "outcome": torch.tensor([float(g.correct) for g in grades], dtype=torch.float64),
+            "group": torch.as_tensor(group, dtype=torch.long),
+            "first_error": torch.tensor([g.first_error for g in grades]),
+        },
+        text={
+            "prompt": [problems[g].prompt for g in group],
+            "response": texts,
+            "answer": [problems[g].answer for g in group],
+        },
+    )
+    # exact labels per step span: tagged steps get the verifier's labels, the tail (answer) gets
+    # "all right"; a response whose tail is itself a step (no answer) is cut the same way
+    labels = np.zeros(batch.num_steps)
+    lengths = batch.lengths.numpy()
+    starts = batch.offsets[:-1].numpy()
+    for i, g in enumerate(grades):  # grading is per string; this only lays its labels out
+        step_labels = g.labels[: lengths[i]]
+        labels[starts[i] : starts[i] + len(step_labels)] = step_labels
+        if len(g.steps) < lengths[i]:
+            labels[starts[i] + lengths[i] - 1] = float(g.correct and g.first_error == -1)
+    return batch.with_steps(label=torch.from_numpy(labels))
+
+
+def rollout(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Trajectories, Rows, SampleCost]:
+    """``n`` responses per problem (one group each), graded."""
+    rows, cost = sample(
+        policy,
+        tokenizer,
+        [policy_prompt(p) for p in problems],
+        n=n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        generator=generator,
+    )
+    group = np.repeat(np.arange(len(problems)), n)
+    return graded_batch(rows, tokenizer, problems, group), rows, cost

@@ -1,0 +1,255 @@
+"""A reasoning world ready to train on: tasks, a tokenizer, an SFT policy, and the reward models
+its process signals need (PRMs on exact or Monte-Carlo labels, a prover-value model for PAV).
+
+Everything is built from the config and the seed, on CPU, in minutes; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from densereward.labeling.mc import Prover, monte_carlo_labels
+from densereward.models.language import (
+    build_causal_lm,
+    encode_rows,
+    response_step_spans,
+    supervised_fine_tune,
+)
+from densereward.models.prm import ProcessRewardModel, flatten_labels, train_prm
+from densereward.worlds.reasoning.rollouts import policy_prompt, rollout
+from densereward.worlds.reasoning.tasks import (
+    STEP_TAG,
+    Difficulty,
+    Problem,
+    TaskSpec,
+    grade,
+    parse_response,
+    render_response,
+    sample_problems,
+)
+from densereward.worlds.reasoning.tokenizer import build_tokenizer
+
+# Problem streams never overlap: SFT, reward-model data, RL prompts and evaluation draw from
+# disjoint seed ranges.
+SFT_SEED, LABEL_SEED, TRAIN_SEED, EVAL_SEED = 10_000, 20_000, 1_000_000, 99_999
+
+
+@dataclass(frozen=True)
+class ReasoningWorldConfig:
+    """Task mix, policy size and the SFT that makes the starting policy."""
+
+    families: tuple[str, ...] = ("arithmetic",)
+    min_ops: int = 2
+    max_ops: int = 3
+    max_operand: int = 9
+    architecture: str = "gpt2"
+    layers: int = 3
+    width: int = 128
+    heads: int = 4
+    sft_examples: int = 16_000
+    sft_epochs: int = 2
+    sft_learning_rate: float = 2e-3
+    eval_problems: int = 200
+    label_problems: int = 256
+    """Problems whose sampled solutions train the reward models (4 solutions each)."""
+    label_rollouts: int = 8
+    """Monte-Carlo completions per step prefix."""
+    prm_epochs: int = 4
+    max_new_tokens: int = 40
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TaskSpec(
+            tuple(self.families),
+            Difficulty(self.min_ops, self.max_ops, self.max_operand),
+        )
+
+
+@dataclass
+class ReasoningWorld:
+    """The built world. ``models(names)`` trains (once) and returns the reward models asked for."""
+
+    config: ReasoningWorldConfig
+    seed: int
+    tokenizer: PreTrainedTokenizerBase
+    policy: PreTrainedModel
+    eval_set: list[Problem]
+    sft_seconds: float
+    cache: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def build(config: ReasoningWorldConfig, seed: int = 0) -> ReasoningWorld:
+        start = time.perf_counter()
+        tokenizer = build_tokenizer()
+        policy = build_causal_lm(
+            tokenizer, config.architecture, config.layers, config.width, config.heads, 256, seed
+        )
+        data = sample_problems(config.spec, config.sft_examples, SFT_SEED + seed)
+        supervised_fine_tune(
+            policy,
+            tokenizer,
+            [policy_prompt(s.problem) for s in data],
+            [s.problem.response for s in data],
+            epochs=config.sft_epochs,
+            learning_rate=config.sft_learning_rate,
+            seed=seed,
+        )
+        eval_set = [
+            s.problem for s in sample_problems(config.spec, config.eval_problems, EVAL_SEED)
+        ]
+        return ReasoningWorld(
+            config, seed, tokenizer, policy, eval_set, time.perf_counter() - start
+        )
+
+    def train_problems(self, n: int, update: int) -> list[Problem]:
+        """The RL prompts of one update (fresh problems every update)."""
+        return [
+            s.problem
+            for s in sample_problems(self.config.spec, n, TRAIN_SEED + 7919 * self.seed + update)
+        ]
+
+    def label_set(self) -> tuple[list[Problem], list[str]]:
+        """Solutions sampled from the SFT policy (4 per problem): the reward models' inputs."""
+        if "label_set" not in self.cache:
+            problems = [
+                s.problem
+                for s in sample_problems(
+                    self.config.spec, self.config.label_problems, LABEL_SEED + self.seed
+                )
+            ]
+            batch, _, _ = rollout(
+                self.policy,
+                self.tokenizer,
+                problems,
+                4,
+                self.config.max_new_tokens,
+                generator=torch.Generator().manual_seed(self.seed),
+            )
+            owners = [problems[g] for g in batch.episode("group").tolist()]
+            self.cache["label_set"] = (owners, list(batch.text["response"]))
+        problems_out, responses = self.cache["label_set"]
+        return problems_out, responses
+
+    def prover(self, problems: Sequence[Problem]) -> Prover:
+        policy = self.policy
+        prompts = [policy_prompt(p) for p in problems]
+        return Prover(
+            policy,
+            self.tokenizer,
+            prompts,
+            lambda index, text: grade(problems[index], text).correct,
+            self.config.max_new_tokens,
+        )
+
+    def _train(
+        self,
+        name: str,
+        problems: list[Problem],
+        responses: list[str],
+        labels: list[list[float]],
+        start_values: list[float] | None,
+    ) -> ProcessRewardModel:
+        """A PRM on the policy's backbone, supervised at every step end (and at the prompt's last
+        token when ``start_values`` are given: the prover-value model needs ``V(s_0)``)."""
+        started = time.perf_counter()
+        prompts = [policy_prompt(p) for p in problems]
+        rows = encode_rows(self.tokenizer, prompts, responses)
+        lengths, spans = response_step_spans(
+            rows,
+            int(self.tokenizer.convert_tokens_to_ids(STEP_TAG)),  # type: ignore[arg-type]
+        )
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        positions = np.stack([row, rows.prompt_width + spans[:, 1] - 1], 1)
+        flat = flatten_labels(labels)
+        if len(flat) != len(positions):
+            raise AssertionError(f"{name}: {len(flat)} labels for {len(positions)} steps")
+        if start_values is not None:
+            starts = np.stack(
+                [np.arange(len(prompts)), np.full(len(prompts), rows.prompt_width - 1)], 1
+            )
+            positions = np.concatenate([starts, positions])
+            flat = torch.cat([torch.tensor(start_values, dtype=torch.float32), flat])
+        model = ProcessRewardModel(self.policy)
+        train_prm(
+            model,
+            rows,
+            torch.as_tensor(positions),
+            flat,
+            epochs=self.config.prm_epochs,
+            seed=self.seed,
+        )
+        self.timings[name] = time.perf_counter() - started
+        return model
+
+    def step_labels_exact(
+        self, problems: Sequence[Problem], responses: Sequence[str]
+    ) -> list[list[float]]:
+        """Exact labels for every step span of each response as ``encode_rows`` lays it out: one
+        per step tag, then the tail (answer and EOS), right only if everything is."""
+        out = []
+        for problem, response in zip(problems, responses, strict=True):
+            verdict = grade(problem, response)
+            tagged = [float(v) for v in verdict.labels[: response.count(STEP_TAG)]]
+            out.append([*tagged, float(verdict.correct and verdict.first_error == -1)])
+        return out
+
+    def models(self, names: Sequence[str]) -> dict[str, Any]:
+        """Reward models by name: ``prm_exact``, ``prm_mc`` (hard MC labels), ``prm_mc_soft``,
+        ``prover_value`` (soft MC values with ``V(s_0)``, for PAV)."""
+        out = {}
+        for name in names:
+            if name in self.cache:
+                out[name] = self.cache[name]
+                continue
+            problems, responses = self.label_set()
+            if name == "prm_exact":
+                labels = self.step_labels_exact(problems, responses)
+                model = self._train(name, problems, responses, labels, None)
+            elif name in ("prm_mc", "prm_mc_soft", "prover_value"):
+                mc = self.mc_labels(problems, responses)
+                soft = mc.soft
+                labels = mc.hard if name == "prm_mc" else soft
+                model = self._train(
+                    name, problems, responses, labels, mc.start if name == "prover_value" else None
+                )
+            else:
+                raise KeyError(name)
+            self.cache[name] = model
+            out[name] = model
+        return out
+
+    def mc_labels(self, problems: list[Problem], responses: list[str]) -> Any:
+        """MC values after every tagged step (the tail gets the exact outcome: no rollouts)."""
+        if "mc" in self.cache:
+            return self.cache["mc"]
+        started = time.perf_counter()
+        distinct = list(dict.fromkeys(problems))
+        position = {p: i for i, p in enumerate(distinct)}
+        index = [position[p] for p in problems]
+        solutions = [list(parse_response(r)[0])[: r.count(STEP_TAG)] for r in responses]
+        prover = self.prover(distinct)
+        labels = monte_carlo_labels(
+            prover, index, solutions, STEP_TAG, self.config.label_rollouts, seed=self.seed
+        )
+        soft = []
+        for problem, response, row in zip(problems, responses, labels.soft, strict=True):
+            soft.append([*row, float(grade(problem, response).correct)])
+        result = type(labels)(soft, labels.start, labels.generated_tokens)
+        self.cache["mc"] = result
+        self.timings["mc_labels"] = time.perf_counter() - started
+        return result
+
+    def snapshot(self) -> PreTrainedModel:
+        return copy.deepcopy(self.policy)
+
+
+__all__ = ["ReasoningWorld", "ReasoningWorldConfig", "render_response"]
