@@ -137,3 +137,70 @@ def test_user_error_inside_a_ray_worker_is_one_line(tmp_path: Path) -> None:
         densereward("run", recipe, "--out", out), r"annotator http://127\.0\.0\.1:9/v1"
     )
     assert not out.exists()
+
+
+TINY_REASONING = """
+name: tiny-reasoning
+world: {kind: reasoning, families: [arithmetic], min_ops: 1, max_ops: 2, layers: 1, width: 32,
+        heads: 2, sft_examples: 128, sft_epochs: 1, eval_problems: 6, label_problems: 4,
+        label_rollouts: 2, prm_epochs: 1, max_new_tokens: 16}
+trainer: {kind: grpo, updates: 2, prompts_per_update: 2, group_size: 3, max_new_tokens: 16, eval_every: 1}
+seeds: [0]
+methods:
+  outcome: {estimator: {kind: grpo, reward: null}}
+  mc_prm:
+    signals: {prm: {kind: prm, model: prm_mc}}
+    estimator: {kind: step_grpo, process: prm}
+"""
+
+
+@pytest.mark.parametrize("mode", ["--local", "--no-local"])
+def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_REASONING)
+    out = tmp_path / "run"
+    result = densereward("run", recipe, "--out", out, mode)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "accuracy.png",
+        "checkpoints",
+        "config.yaml",
+        "length.png",
+        "metrics.parquet",
+        "report.md",
+    ]
+    metrics = pq.read_table(out / "metrics.parquet").to_pylist()
+    for method in ("outcome", "mc_prm"):
+        run = [r for r in metrics if r["method"] == method]
+        # one row per update plus the final evaluation; 2 prompts x 3 responses per update
+        assert [r["samples"] for r in run] == [6, 12, 12]
+        assert all(r["eval_accuracy"] is not None and 0 <= r["eval_accuracy"] <= 1 for r in run)
+    assert all(
+        r["reward/prm"] is not None for r in metrics if r["method"] == "mc_prm" and r["update"] < 2
+    )
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["world"]["kind"] == "reasoning" and config["trainer"]["kind"] == "grpo"
+    report = (out / "report.md").read_text()
+    assert "| outcome |" in report and "| mc_prm |" in report
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            "families: [arithmetic]",
+            "families: [algebra]",
+        ),
+        ("kind: grpo, updates: 2", "kind: ppo, updates: 2"),
+        ("updates: 2", "updatez: 2"),
+    ],
+)
+def test_bad_reasoning_recipe_is_one_line(tmp_path: Path, change, message) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(TINY_REASONING.replace(change, message))
+    result = densereward("run", recipe, "--out", tmp_path / "never")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "never").exists()

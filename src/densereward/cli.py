@@ -354,7 +354,10 @@ def run(
     local: Annotated[
         bool, typer.Option(help="Run sequentially in this process, without Ray.")
     ] = False,
-    steps: Annotated[int | None, typer.Option(help="Override the trainer's total_steps.")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Override the trainer's length: total_steps (PPO) or updates (GRPO)."),
+    ] = None,
     seeds: Annotated[str | None, typer.Option(help="Override the seeds, e.g. '0,1'.")] = None,
 ) -> None:
     """Run a recipe end to end: every method x seed, then metrics, plots and report.md."""
@@ -364,9 +367,7 @@ def run(
     if steps is not None:
         if steps <= 0:
             raise DenseRewardError("--steps: must be positive")
-        run_recipe = dataclasses.replace(
-            run_recipe, trainer=dataclasses.replace(run_recipe.trainer, total_steps=steps)
-        )
+        run_recipe = run_recipe.with_length(steps)
     if seeds is not None:
         try:
             chosen = tuple(int(s) for s in seeds.split(",") if s.strip())
@@ -378,10 +379,11 @@ def run(
             raise DenseRewardError("--seeds: name at least one seed")
         run_recipe = dataclasses.replace(run_recipe, seeds=chosen)
     jobs = len(run_recipe.methods) * len(run_recipe.seeds)
+    unit = "training samples" if run_recipe.is_reasoning else "steps"
     console.print(
         f"[bold]{run_recipe.name}[/bold]: {len(run_recipe.methods)} methods x "
-        f"{len(run_recipe.seeds)} seeds = {jobs} runs of {run_recipe.trainer.total_steps:,} steps "
-        f"on {run_recipe.trainer.env_id}"
+        f"{len(run_recipe.seeds)} seeds = {jobs} runs of {run_recipe.budget:,} {unit} "
+        f"on {escape(run_recipe.world_label)}"
     )
     folder = execute(run_recipe, out, ray_address, local)
     console.print(Markdown((folder / "report.md").read_text(encoding="utf-8")))

@@ -45,7 +45,9 @@ from densereward.core.errors import ConfigError, DenseRewardError
 from densereward.core.registry import coerce
 from densereward.pipeline import Pipeline, Recipe, check_keys, load_yaml
 from densereward.signals.base import SignalContext
+from densereward.trainers.grpo import GRPOConfig
 from densereward.trainers.ppo import PPOConfig, train_ppo
+from densereward.worlds.reasoning.world import ReasoningWorldConfig
 
 RUN_KEYS = (
     "name",
@@ -79,51 +81,109 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
 class RunRecipe:
     name: str
     description: str
-    trainer: PPOConfig
+    trainer: PPOConfig | GRPOConfig
     seeds: tuple[int, ...]
     methods: dict[str, Recipe]
     success_threshold: float = 0.9
+    world: ReasoningWorldConfig | None = None
+    """Set for the reasoning world (GRPO on a causal LM); control worlds live in ``trainer``."""
+
+    @property
+    def is_reasoning(self) -> bool:
+        return self.world is not None
+
+    @property
+    def progress_column(self) -> str:
+        """The x-axis of every curve: environment steps (control) or training samples."""
+        return "samples" if self.is_reasoning else "env_steps"
+
+    @property
+    def budget(self) -> int:
+        if isinstance(self.trainer, GRPOConfig):
+            t = self.trainer
+            return t.updates * t.prompts_per_update * t.group_size
+        updates = max(
+            1, self.trainer.total_steps // (self.trainer.num_steps * self.trainer.num_envs)
+        )
+        return updates * self.trainer.num_steps * self.trainer.num_envs
+
+    @property
+    def world_label(self) -> str:
+        if self.world is not None:
+            return f"reasoning ({', '.join(self.world.families)}, {self.world.architecture})"
+        assert isinstance(self.trainer, PPOConfig)
+        return self.trainer.env_id
+
+    def with_length(self, length: int) -> RunRecipe:
+        """The same recipe trained for ``length`` environment steps (PPO) or updates (GRPO)."""
+        if isinstance(self.trainer, GRPOConfig):
+            return dataclasses.replace(
+                self, trainer=dataclasses.replace(self.trainer, updates=length)
+            )
+        return dataclasses.replace(
+            self, trainer=dataclasses.replace(self.trainer, total_steps=length)
+        )
 
     @staticmethod
     def from_dict(data: Any, source: str = "recipe") -> RunRecipe:
         data = check_keys(data, RUN_KEYS, source, "run-recipe")
         world = data.get("world") or {}
-        if not isinstance(world, Mapping) or "env_id" not in world or set(world) - {"env_id"}:
-            raise ConfigError(f"{source}: world", "must be {env_id: <Gymnasium id>}")
         trainer = dict(data.get("trainer") or {})
-        if trainer.pop("kind", "ppo") != "ppo":
-            raise ConfigError(f"{source}: trainer.kind", "only 'ppo' exists for control worlds")
-        hints = typing.get_type_hints(PPOConfig)
-        fields = {f.name for f in dataclasses.fields(PPOConfig)}
-        values = {}
-        for key, value in trainer.items():
-            if key not in fields or key in ("env_id", "seed"):
-                known = ", ".join(k for k in fields if k not in ("env_id", "seed"))
+        reasoning: ReasoningWorldConfig | None = None
+        config: PPOConfig | GRPOConfig
+        if isinstance(world, Mapping) and world.get("kind") == "reasoning":
+            if trainer.pop("kind", "grpo") != "grpo":
                 raise ConfigError(
-                    f"{source}: trainer.{key}", f"unknown PPO parameter (known: {known})"
+                    f"{source}: trainer.kind", "the reasoning world trains with 'grpo'"
                 )
-            values[key] = coerce(value, hints[key], f"{source}: trainer.{key}")
-        for key in (
-            "total_steps",
-            "num_envs",
-            "num_steps",
-            "num_minibatches",
-            "update_epochs",
-            "torch_threads",
-        ):
-            if key in values and values[key] <= 0:
+            world_values = _typed_fields(
+                ReasoningWorldConfig,
+                {k: v for k, v in world.items() if k != "kind"},
+                f"{source}: world",
+                "reasoning-world",
+                (),
+            )
+            try:
+                reasoning = ReasoningWorldConfig(**world_values)
+                reasoning.spec  # noqa: B018 - validates the families and difficulty
+            except (ValueError, KeyError) as error:
+                raise ConfigError(f"{source}: world", str(error).strip("'\"")) from None
+            values = _typed_fields(GRPOConfig, trainer, f"{source}: trainer", "GRPO", ("seed",))
+            try:
+                config = GRPOConfig(**values)
+            except ValueError as error:
+                raise ConfigError(f"{source}: trainer", str(error)) from None
+        else:
+            if not isinstance(world, Mapping) or "env_id" not in world or set(world) - {"env_id"}:
                 raise ConfigError(
-                    f"{source}: trainer.{key}", f"must be positive, got {values[key]}"
+                    f"{source}: world", "must be {env_id: <Gymnasium id>} or {kind: reasoning}"
                 )
-        config = PPOConfig(env_id=str(world["env_id"]), **values)
-        _check_world(config.env_id, f"{source}: world.env_id")
+            if trainer.pop("kind", "ppo") != "ppo":
+                raise ConfigError(f"{source}: trainer.kind", "only 'ppo' exists for control worlds")
+            values = _typed_fields(
+                PPOConfig, trainer, f"{source}: trainer", "PPO", ("env_id", "seed")
+            )
+            for key in (
+                "total_steps",
+                "num_envs",
+                "num_steps",
+                "num_minibatches",
+                "update_epochs",
+                "torch_threads",
+            ):
+                if key in values and values[key] <= 0:
+                    raise ConfigError(
+                        f"{source}: trainer.{key}", f"must be positive, got {values[key]}"
+                    )
+            config = PPOConfig(env_id=str(world["env_id"]), **values)
+            _check_world(config.env_id, f"{source}: world.env_id")
         seeds = coerce(data.get("seeds", [0]), list[int], f"{source}: seeds")
         if not seeds:
             raise ConfigError(f"{source}: seeds", "name at least one seed")
         methods_spec = data.get("methods")
         if not isinstance(methods_spec, Mapping) or not methods_spec:
             raise ConfigError(f"{source}: methods", "name at least one method")
-        estimator = data.get("estimator", {"kind": "gae"})
+        estimator = data.get("estimator", {"kind": "grpo" if reasoning else "gae"})
         methods = {}
         for name, spec in methods_spec.items():
             if spec is not None and not isinstance(spec, Mapping):
@@ -144,6 +204,7 @@ class RunRecipe:
             tuple(seeds),
             methods,
             threshold,
+            reasoning,
         )
 
     @staticmethod
@@ -151,14 +212,37 @@ class RunRecipe:
         return RunRecipe.from_dict(load_yaml(path), str(path))
 
     def resolved(self) -> dict[str, Any]:
+        world = (
+            {"world": {"kind": "reasoning", **dataclasses.asdict(self.world)}}
+            if self.world is not None
+            else {}
+        )
+        kind = "grpo" if self.is_reasoning else "ppo"
         return {
             "name": self.name,
             "description": self.description,
-            "trainer": {"kind": "ppo", **dataclasses.asdict(self.trainer)},
+            **world,
+            "trainer": {"kind": kind, **dataclasses.asdict(self.trainer)},
             "seeds": list(self.seeds),
             "success_threshold": self.success_threshold,
             "methods": {name: _resolved_recipe(recipe) for name, recipe in self.methods.items()},
         }
+
+
+def _typed_fields(
+    kind: Any, given: Mapping[str, Any], where: str, what: str, hidden: tuple[str, ...]
+) -> dict[str, Any]:
+    """Coerce ``given`` to the dataclass ``kind``'s field types; unknown keys are errors."""
+    hints = typing.get_type_hints(kind)
+    fields = [f.name for f in dataclasses.fields(kind) if f.name not in hidden]
+    values = {}
+    for key, value in given.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where}.{key}", f"unknown {what} parameter (known: {', '.join(fields)})"
+            )
+        values[key] = coerce(value, hints[key], f"{where}.{key}")
+    return values
 
 
 def _check_world(env_id: str, where: str) -> None:
@@ -214,6 +298,55 @@ def run_one(
     return rows, buffer.getvalue(), time.perf_counter() - start
 
 
+def world_models(recipe: Recipe) -> list[str]:
+    """Reward models a method's signals name (``model: prm_mc``...), which the world trains."""
+    signals, _, _ = recipe.build()
+    names = [getattr(signal, "model", None) for signal in signals.values()]
+    return [n for n in names if n and n not in ("policy", "reference")]
+
+
+def run_reasoning_seed(
+    recipe: RunRecipe,
+    seed: int,
+    report: Callable[[str, int], None] | None = None,
+) -> dict[tuple[str, int], tuple[list[dict[str, Any]], bytes, float]]:
+    """Every method on one seed of the reasoning world: the SFT policy and the reward models are
+    built once per seed and shared; each method trains its own copy of the policy."""
+    import copy
+
+    from densereward.trainers.grpo import train_grpo
+    from densereward.worlds.reasoning.world import ReasoningWorld
+
+    assert recipe.world is not None and isinstance(recipe.trainer, GRPOConfig)
+    world = ReasoningWorld.build(recipe.world, seed)
+    config = dataclasses.replace(recipe.trainer, seed=seed)
+    out = {}
+    for method, method_recipe in recipe.methods.items():
+        start = time.perf_counter()
+        models = world.models(world_models(method_recipe))
+        policy = copy.deepcopy(world.policy)
+
+        def progress(row: dict[str, float], method: str = method) -> None:
+            if report is not None:
+                report(method, int(row["samples"]))
+
+        result = train_grpo(
+            config,
+            policy,
+            world.tokenizer,
+            world.train_problems,
+            world.eval_set,
+            method_recipe,
+            models,
+            progress,
+        )
+        buffer = io.BytesIO()
+        torch.save(policy.state_dict(), buffer)
+        rows = [{"method": method, "seed": seed, **row} for row in result.metrics]
+        out[(method, seed)] = (rows, buffer.getvalue(), time.perf_counter() - start)
+    return out
+
+
 # ----------------------------------------------------------------------------- many runs
 def execute(
     recipe: RunRecipe,
@@ -227,19 +360,23 @@ def execute(
     if out.exists():
         raise ConfigError("--out", f"{out} already exists; choose a new folder")
     jobs = [(m, s) for m in recipe.methods for s in recipe.seeds]
-    updates = max(
-        1, recipe.trainer.total_steps // (recipe.trainer.num_steps * recipe.trainer.num_envs)
-    )
-    budget = updates * recipe.trainer.num_steps * recipe.trainer.num_envs
     results: dict[tuple[str, int], tuple[list[dict[str, Any]], bytes, float]] = {}
     started = time.perf_counter()
-    with _Progress(jobs, budget, enabled=progress) as bars:
-        if local:
+    with _Progress(jobs, recipe.budget, enabled=progress) as bars:
+        if recipe.is_reasoning and local:
+            for seed in recipe.seeds:
+
+                def report_method(method: str, samples: int, seed: int = seed) -> None:
+                    bars.update((method, seed), samples)
+
+                results.update(run_reasoning_seed(recipe, seed, report_method))
+        elif local:
             for method, seed in jobs:
 
                 def report(steps: int, job: tuple[str, int] = (method, seed)) -> None:
                     bars.update(job, steps)
 
+                assert isinstance(recipe.trainer, PPOConfig)
                 results[(method, seed)] = run_one(
                     method, recipe.methods[method], recipe.trainer, seed, report
                 )
@@ -302,12 +439,27 @@ def _execute_on_ray(
             method, job, config, seed, lambda steps: board.report.remote(f"{method}/{seed}", steps)
         )
 
+    @ray.remote(num_cpus=1)
+    def remote_reasoning_seed(run_recipe: RunRecipe, seed: int, board: Any):
+        def report(method: str, samples: int) -> None:
+            board.report.remote(f"{method}/{seed}", samples)
+
+        return run_reasoning_seed(run_recipe, seed, report)
+
     try:
         board = Board.remote()  # type: ignore[attr-defined]
-        pending = {
-            remote_run.remote(m, _recipe_dict(recipe.methods[m]), recipe.trainer, s, board): (m, s)
-            for m, s in jobs
-        }
+        pending: dict[Any, Any]
+        if recipe.is_reasoning:
+            # one task per seed: its methods share the SFT policy and reward models
+            pending = {remote_reasoning_seed.remote(recipe, s, board): s for s in recipe.seeds}
+        else:
+            pending = {
+                remote_run.remote(m, _recipe_dict(recipe.methods[m]), recipe.trainer, s, board): (  # type: ignore[arg-type]
+                    m,
+                    s,
+                )
+                for m, s in jobs
+            }
         results = {}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
@@ -317,6 +469,12 @@ def _execute_on_ray(
             for reference in done:
                 key = pending.pop(reference)
                 try:
+                    if recipe.is_reasoning:
+                        finished = ray.get(reference)
+                        results.update(finished)
+                        for job in finished:
+                            bars.finish(job)
+                        continue
                     results[key] = ray.get(reference)
                 except ray.exceptions.RayTaskError as error:
                     # A user error inside a worker (a bad annotator address, say) is still one
@@ -400,12 +558,23 @@ def _write_run_folder(
         for seed in recipe.seeds
         for row in results[(method, seed)][0]
     ]
-    pq.write_table(pa.Table.from_pylist(rows), folder / "metrics.parquet")
+    # methods log different reward components: every column, missing values null (from_pylist
+    # would take the schema from the first row alone and drop the rest)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
+    pq.write_table(table, folder / "metrics.parquet")
     (folder / "checkpoints").mkdir()
     for (method, seed), (_, checkpoint, _) in results.items():
         (folder / "checkpoints" / f"{method}-seed{seed}.pt").write_bytes(checkpoint)
-    summary = summarize(rows, recipe)
     times = {key: value[2] for key, value in results.items()}
+    if recipe.is_reasoning:
+        plot_curves(rows, recipe, "eval_accuracy", "held-out accuracy", folder / "accuracy.png")
+        plot_curves(rows, recipe, "response_tokens", "response tokens", folder / "length.png")
+        (folder / "report.md").write_text(
+            report_reasoning_markdown(recipe, rows, times, wall), encoding="utf-8"
+        )
+        return
+    summary = summarize(rows, recipe)
     plot_curves(rows, recipe, "success_rate", "success rate", folder / "success_rate.png")
     plot_curves(rows, recipe, "true_return", "true (unshaped) return", folder / "true_return.png")
     (folder / "report.md").write_text(
@@ -462,21 +631,26 @@ def plot_curves(
     for method in recipe.methods:
         curves = []
         for seed in recipe.seeds:
-            run = [r for r in rows if r["method"] == method and r["seed"] == seed]
-            steps = np.array([r["env_steps"] for r in run])
-            curves.append(smoothed(np.array([r[metric] for r in run], dtype=float)))
+            run = [
+                r
+                for r in rows
+                if r["method"] == method and r["seed"] == seed and r.get(metric) is not None
+            ]
+            steps = np.array([r[recipe.progress_column] for r in run])
+            values = np.array([r[metric] for r in run], dtype=float)
+            curves.append(values if recipe.is_reasoning else smoothed(values))
         stacked = np.vstack(curves)
         with warnings.catch_warnings():  # early updates may have no finished episode in any seed
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, spread = np.nanmean(stacked, 0), np.nanstd(stacked, 0)
         axes.plot(steps, mean, label=f"{method} ({len(recipe.seeds)} seeds)")
         low, high = mean - spread, mean + spread
-        if metric == "success_rate":
+        if metric in ("success_rate", "eval_accuracy"):
             low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
         axes.fill_between(steps, low, high, alpha=0.2)
-    axes.set_xlabel("environment steps")
+    axes.set_xlabel("training samples" if recipe.is_reasoning else "environment steps")
     axes.set_ylabel(label)
-    axes.set_title(f"{recipe.name}: {recipe.trainer.env_id}")
+    axes.set_title(f"{recipe.name}: {recipe.world_label}")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -492,7 +666,7 @@ def report_markdown(
 ) -> str:
     threshold = recipe.success_threshold
     baseline = next(iter(recipe.methods))
-    budget = recipe.trainer.total_steps
+    budget = recipe.budget
 
     def steps_text(values: np.ndarray) -> str:
         reached = values[np.isfinite(values)]
@@ -505,7 +679,7 @@ def report_markdown(
         "",
         recipe.description.strip(),
         "",
-        f"World `{recipe.trainer.env_id}`, PPO for {budget:,} environment steps per run, seeds "
+        f"World `{recipe.world_label}`, PPO for {budget:,} environment steps per run, seeds "
         f"{', '.join(map(str, recipe.seeds))}. Wall time {wall:.0f} s. Success and return are the "
         "environment's own (unshaped) ones, smoothed over 5 updates; *final* is the mean over the "
         f"last 10 % of updates; *steps to {threshold:.0%}* is the median over seeds of the first "
@@ -532,6 +706,72 @@ def report_markdown(
         "",
         "Files: `config.yaml` (resolved recipe), `metrics.parquet` (one row per update per run), "
         "`checkpoints/` (policy weights per run).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def report_reasoning_markdown(
+    recipe: RunRecipe,
+    rows: list[dict[str, Any]],
+    times: dict[tuple[str, int], float],
+    wall: float,
+) -> str:
+    """Accuracy per method, and samples to reach the first method's final accuracy."""
+    baseline = next(iter(recipe.methods))
+
+    def curve(method: str, seed: int) -> list[tuple[float, float]]:
+        return [
+            (r["samples"], r["eval_accuracy"])
+            for r in rows
+            if r["method"] == method and r["seed"] == seed and r.get("eval_accuracy") is not None
+        ]
+
+    def mean_curve(method: str) -> list[tuple[float, float]]:
+        runs = [curve(method, s) for s in recipe.seeds]
+        return [
+            (runs[0][i][0], float(np.mean([run[i][1] for run in runs])))
+            for i in range(len(runs[0]))
+        ]
+
+    def to_reach(points: list[tuple[float, float]], target: float) -> float:
+        return next((n for n, value in points if value >= target - 1e-9), float("inf"))
+
+    target = mean_curve(baseline)[-1][1]
+    base = to_reach(mean_curve(baseline), target)
+    lines = [
+        f"# {recipe.name}",
+        "",
+        recipe.description.strip(),
+        "",
+        f"World `{recipe.world_label}`, GRPO for {recipe.budget:,} training samples per run, "
+        f"seeds {', '.join(map(str, recipe.seeds))}. Wall time {wall:.0f} s. Accuracy is the exact "
+        "verifier's on held-out problems, averaged over 4 samples per problem at temperature 1 "
+        "(mean over seeds). *Samples to target*: first evaluation at which the method reaches "
+        f"{baseline}'s final accuracy ({target:.3f}).",
+        "",
+        f"| method | start accuracy | final accuracy | samples to target | vs {baseline} | minutes per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in recipe.methods:
+        points = mean_curve(method)
+        finals = [curve(method, s)[-1][1] for s in recipe.seeds]
+        need = to_reach(points, target)
+        ratio = f"{need / base:.2f}x" if np.isfinite(need) and base > 0 else "-"
+        minutes = np.mean([times[(method, s)] for s in recipe.seeds]) / 60
+        reach = f"{need:,.0f}" if np.isfinite(need) else f"> {recipe.budget:,}"
+        lines.append(
+            f"| {method} | {points[0][1]:.3f} | {np.mean(finals):.3f} ± {np.std(finals):.3f} | "
+            f"{reach} | {ratio} | {minutes:.1f} |"
+        )
+    lines += [
+        "",
+        "![held-out accuracy](accuracy.png)",
+        "",
+        "![response length](length.png)",
+        "",
+        "Files: `config.yaml` (resolved recipe), `metrics.parquet` (one row per update per run: "
+        "accuracy, every reward component, response length, KL), `checkpoints/` (policy weights).",
         "",
     ]
     return "\n".join(lines)

@@ -102,7 +102,6 @@ def test_grpo_raises_the_reward_its_pipeline_gives():
         max_new_tokens=12,
         learning_rate=3e-3,
         eval_every=100,
-        eval_problems=4,
     )
     result = train_grpo(config, lm, tok, lambda n, u: items[:n], items[:4], recipe)
     rewards = [row["reward/short"] for row in result.metrics if "reward/short" in row]

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    LlamaConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+
+if TYPE_CHECKING:  # transformers takes seconds to import: only the functions that build need it
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from densereward.core.errors import ValidationError
 from densereward.core.trajectories import Trajectories
@@ -49,6 +46,8 @@ def build_causal_lm(
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
     config: GPT2Config | LlamaConfig
     if architecture == "gpt2":
         config = GPT2Config(

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import PreTrainedModel
 
 from densereward.core.segments import expand_ranges
 from densereward.models.language import Rows, position_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class ProcessRewardModel(nn.Module):

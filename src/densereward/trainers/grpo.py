@@ -53,7 +53,6 @@ class GRPOConfig:
     """Passes over each batch; with more than one, the ratio departs from 1 and clipping acts."""
     max_grad_norm: float = 1.0
     eval_every: int = 10
-    eval_problems: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +64,7 @@ class GRPOConfig:
 @dataclass
 class GRPOResult:
     policy: PreTrainedModel
+    pipeline: Pipeline
     metrics: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -142,7 +142,7 @@ def train_grpo(
         )
     )
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    result = GRPOResult(policy)
+    result = GRPOResult(policy, pipeline)
     samples = 0
     generated = 0
     start = time.perf_counter()

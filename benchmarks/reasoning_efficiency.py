@@ -1,0 +1,231 @@
+"""Reasoning world: held-out accuracy against training samples for outcome-only GRPO and GRPO
+with dense process signals, each PRM's first-error F1, PRM throughput, and reward hacking.
+
+Not a test: it trains. ``python benchmarks/reasoning_efficiency.py [--seeds 0 1] [--updates 40]``
+prints four tables (and writes them as JSON with ``--out``):
+
+1. accuracy (mean over 4 samples per held-out problem, temperature 1) at each evaluation, per
+   method, averaged over seeds;
+2. samples each method needs to reach outcome-only GRPO's final accuracy, and the ratio to
+   outcome-only's own (≤ 0.5 is the target);
+3. first-error F1 (ProcessBench's metric) of each reward model on a held-out ProcessBench-format
+   set whose labels are exact, and PRM scoring throughput against a plain forward pass;
+4. reward hacking: GRPO rewarded by outcome + a lenient step judge's score summed over steps
+   (raw), and the same judge through Clip, Delta and Clip-Delta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from densereward.evaluation.process import first_error_f1
+from densereward.pipeline import Recipe
+from densereward.runs import RunRecipe, resolve_recipe, world_models
+from densereward.trainers.grpo import GRPOConfig, train_grpo
+from densereward.worlds.reasoning.evaluate import (
+    implicit_first_errors,
+    prm_first_errors,
+    prm_throughput,
+)
+from densereward.worlds.reasoning.export import processbench_records
+from densereward.worlds.reasoning.tasks import sample_problems
+from densereward.worlds.reasoning.world import ReasoningWorld
+
+HACKING = {
+    "outcome only": {"estimator": {"kind": "grpo", "reward": None}},
+    "raw judge": {"estimator": {"kind": "grpo", "reward": "step_true"}},
+    "clip": {
+        "transforms": [{"kind": "clip", "source": "step_true", "eta": 0.5}],
+        "estimator": {"kind": "grpo", "reward": "step_true"},
+    },
+    "delta": {
+        "transforms": [{"kind": "delta", "source": "step_true"}],
+        "estimator": {"kind": "grpo", "reward": "step_true"},
+    },
+    "clip-delta": {
+        "transforms": [{"kind": "clip_delta", "source": "step_true", "eta": 0.5}],
+        "estimator": {"kind": "grpo", "reward": "step_true"},
+    },
+}
+
+
+def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float:
+    for samples, accuracy in curve:
+        if accuracy >= target - 1e-9:
+            return samples
+    return float("inf")
+
+
+def run_methods(world: ReasoningWorld, methods: dict[str, Recipe], config: GRPOConfig, log):
+    curves, results = {}, {}
+    for name, recipe in methods.items():
+        policy = copy.deepcopy(world.policy)
+        started = time.perf_counter()
+        result = train_grpo(
+            config,
+            policy,
+            world.tokenizer,
+            world.train_problems,
+            world.eval_set,
+            recipe,
+            world.models(world_models(recipe)),
+        )
+        curves[name] = [
+            (row["samples"], row["eval_accuracy"])
+            for row in result.metrics
+            if "eval_accuracy" in row
+        ]
+        results[name] = result
+        log(
+            f"  {name}: {curves[name][0][1]:.3f} -> {curves[name][-1][1]:.3f} "
+            f"in {time.perf_counter() - started:.0f} s"
+        )
+    return curves, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--updates", type=int, default=None)
+    parser.add_argument("--hacking-updates", type=int, default=60)
+    parser.add_argument("--skip-hacking", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    recipe = RunRecipe.from_yaml(resolve_recipe("reasoning"))
+    config = recipe.trainer
+    if args.updates:
+        config = GRPOConfig(**{**config.__dict__, "updates": args.updates})
+    report: dict = {"config": config.__dict__, "seeds": args.seeds}
+    all_curves: dict[str, list[list[tuple[float, float]]]] = {}
+    f1_rows: dict[str, list[float]] = {}
+    throughput = None
+    hacking: dict[str, list[dict[str, float]]] = {}
+    for seed in args.seeds:
+        world = ReasoningWorld.build(recipe.world, seed)
+        log(f"seed {seed}: SFT {world.sft_seconds:.0f} s")
+        world.models(["prm_exact", "prm_mc", "prover_value"])
+        log(
+            f"  reward models: { {k: round(v) for k, v in world.timings.items()} } s; "
+            f"MC labels {world.cache['mc'].generated_tokens:,} generated tokens"
+        )
+        curves, results = run_methods(
+            world, dict(recipe.methods), dataclass_seed(config, seed), log
+        )
+        for name, curve in curves.items():
+            all_curves.setdefault(name, []).append(curve)
+        # first-error F1 on held-out items with exact labels
+        held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
+        records = processbench_records(held_out, seed=seed)
+        labels = [r["label"] for r in records]
+        judges = {
+            name: prm_first_errors(world.cache[name], world.tokenizer, records)
+            for name in ("prm_exact", "prm_mc", "prover_value")
+        }
+        for name, predictions in judges.items():
+            f1_rows.setdefault(name, []).append(first_error_f1(labels, predictions).f1)
+        phi = results["implicit_prm"].pipeline.signals["implicit_reward"].phi
+        if phi is not None:
+            predictions = implicit_first_errors(phi, world.policy, world.tokenizer, records, 0.05)
+            f1_rows.setdefault("implicit_prm (after RL)", []).append(
+                first_error_f1(labels, predictions).f1
+            )
+        if throughput is None:
+            throughput = prm_throughput(world.cache["prm_mc"], world.tokenizer, records[:256])
+        if not args.skip_hacking:
+            hack_config = GRPOConfig(
+                **{
+                    **dataclass_seed(config, seed).__dict__,
+                    "updates": args.hacking_updates,
+                    "eval_every": 10,
+                }
+            )
+            for name, spec in HACKING.items():
+                policy = copy.deepcopy(world.policy)
+                result = train_grpo(
+                    hack_config,
+                    policy,
+                    world.tokenizer,
+                    world.train_problems,
+                    world.eval_set,
+                    Recipe.from_dict(spec),
+                )
+                rows = [r for r in result.metrics if "reward/step_true" in r]
+                evals = [r for r in result.metrics if "eval_accuracy" in r]
+                summary = {
+                    "judge_first": float(np.mean([r["reward/step_true"] for r in rows[:5]])),
+                    "judge_last": float(np.mean([r["reward/step_true"] for r in rows[-5:]])),
+                    "steps_first": float(np.mean([r["response_steps"] for r in rows[:5]])),
+                    "steps_last": float(np.mean([r["response_steps"] for r in rows[-5:]])),
+                    "accuracy_first": evals[0]["eval_accuracy"],
+                    "accuracy_last": evals[-1]["eval_accuracy"],
+                }
+                hacking.setdefault(name, []).append(summary)
+                log(f"  hacking {name}: {summary}")
+    print_tables(all_curves, f1_rows, throughput, hacking, log)
+    report.update(curves=all_curves, f1=f1_rows, throughput=throughput, hacking=hacking)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1, default=float))
+
+
+def dataclass_seed(config: GRPOConfig, seed: int) -> GRPOConfig:
+    return GRPOConfig(**{**config.__dict__, "seed": seed})
+
+
+def print_tables(curves, f1_rows, throughput, hacking, log) -> None:
+    methods = list(curves)
+    mean_curves = {
+        m: [(c[0][i][0], float(np.mean([run[i][1] for run in c]))) for i in range(len(c[0]))]
+        for m, c in ((m, curves[m]) for m in methods)
+    }
+    log("\n1. held-out accuracy (avg of 4 samples, T=1) vs training samples, mean over seeds")
+    log("| samples | " + " | ".join(methods) + " |")
+    log("|---|" + "---|" * len(methods))
+    for i, (samples, _) in enumerate(mean_curves[methods[0]]):
+        log(
+            f"| {samples:,.0f} | "
+            + " | ".join(f"{mean_curves[m][i][1]:.3f}" for m in methods)
+            + " |"
+        )
+    target = mean_curves["outcome"][-1][1]
+    base = samples_to_reach(mean_curves["outcome"], target)
+    log(f"\n2. samples to reach outcome-only's final accuracy ({target:.3f})")
+    log("| method | samples | ratio vs outcome |")
+    log("|---|---|---|")
+    for m in methods:
+        need = samples_to_reach(mean_curves[m], target)
+        ratio = need / base if np.isfinite(need) and base > 0 else float("inf")
+        log(f"| {m} | {need:,.0f} | {ratio:.2f} |")
+    log("\n3. first-error F1 on 400 held-out ProcessBench-format items (exact labels)")
+    log("| reward model | F1 (mean over seeds) |")
+    log("|---|---|")
+    for name, values in f1_rows.items():
+        log(f"| {name} | {100 * np.mean(values):.1f} |")
+    if throughput:
+        log(
+            f"\nPRM scoring {throughput['prm_tokens_per_s']:,.0f} tokens/s vs plain forward "
+            f"{throughput['forward_tokens_per_s']:,.0f} tokens/s: ratio {throughput['ratio']:.2f}"
+        )
+    if hacking:
+        log("\n4. reward hacking: lenient step judge (true statement?) summed over steps")
+        log("| reward | judge sum first→last | steps first→last | held-out accuracy first→last |")
+        log("|---|---|---|---|")
+        for name, runs in hacking.items():
+            k = {key: np.mean([r[key] for r in runs]) for key in runs[0]}
+            log(
+                f"| {name} | {k['judge_first']:.2f} → {k['judge_last']:.2f} | "
+                f"{k['steps_first']:.2f} → {k['steps_last']:.2f} | "
+                f"{k['accuracy_first']:.3f} → {k['accuracy_last']:.3f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
