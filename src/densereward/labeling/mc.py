@@ -45,6 +45,8 @@ class Prover:
     judge: Judge
     max_new_tokens: int = 48
     temperature: float = 1.0
+    chunk: int = 512
+    """Prefixes per sampling call: bounds the KV cache (``chunk × n`` rows) in memory."""
 
     def success_rate(
         self, problems: Sequence[int], prefixes: Sequence[str], n: int, seed: int
@@ -55,21 +57,25 @@ class Prover:
             return np.zeros(0), 0
         generator = torch.Generator().manual_seed(seed)
         inputs = [self.prompts[p] + prefix for p, prefix in zip(problems, prefixes, strict=True)]
-        rows, cost = sample(
-            self.model,
-            self.tokenizer,
-            inputs,
-            n=n,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            generator=generator,
-        )
-        texts = decode_responses(self.tokenizer, rows)
+        texts: list[str] = []
+        generated = 0
+        for start in range(0, len(inputs), self.chunk):
+            rows, cost = sample(
+                self.model,
+                self.tokenizer,
+                inputs[start : start + self.chunk],
+                n=n,
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                generator=generator,
+            )
+            texts += decode_responses(self.tokenizer, rows)
+            generated += cost.generated_tokens
         owner = np.repeat(np.arange(len(problems)), n).tolist()
         hits = np.array(
             [self.judge(problems[o], prefixes[o] + t) for o, t in zip(owner, texts, strict=True)]
         )
-        return hits.reshape(len(problems), n).mean(1), cost.generated_tokens
+        return hits.reshape(len(problems), n).mean(1), generated
 
 
 def prefix_texts(steps: Sequence[str], tag: str) -> list[str]:
