@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densereward.evaluation.process import first_error_f1
+from densereward.core.segments import Groups, aggregate_segments
+from densereward.evaluation.process import best_of_n_accuracy, first_error_f1
+from densereward.models.language import step_end_positions, trajectories_to_rows
 from densereward.pipeline import Recipe
 from densereward.runs import RunRecipe, resolve_recipe, world_models
 from densereward.trainers.grpo import GRPOConfig, train_grpo
@@ -35,6 +37,7 @@ from densereward.worlds.reasoning.evaluate import (
     prm_throughput,
 )
 from densereward.worlds.reasoning.export import processbench_records
+from densereward.worlds.reasoning.rollouts import rollout
 from densereward.worlds.reasoning.tasks import sample_problems
 from densereward.worlds.reasoning.world import ReasoningWorld
 
@@ -108,6 +111,7 @@ def main() -> None:
     all_curves: dict[str, list[list[tuple[float, float]]]] = {}
     f1_rows: dict[str, list[float]] = {}
     throughput = None
+    bon_rows: dict[str, list[float]] = {}
     hacking: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
         world = ReasoningWorld.build(recipe.world, seed)
@@ -138,6 +142,7 @@ def main() -> None:
             f1_rows.setdefault("implicit_prm (after RL)", []).append(
                 first_error_f1(labels, predictions).f1
             )
+        best_of_n(world, seed, bon_rows, log)
         if throughput is None:
             throughput = prm_throughput(world.cache["prm_mc"], world.tokenizer, records[:256])
         if not args.skip_hacking:
@@ -170,17 +175,47 @@ def main() -> None:
                 }
                 hacking.setdefault(name, []).append(summary)
                 log(f"  hacking {name}: {summary}")
-    print_tables(all_curves, f1_rows, throughput, hacking, log)
-    report.update(curves=all_curves, f1=f1_rows, throughput=throughput, hacking=hacking)
+    print_tables(all_curves, f1_rows, throughput, hacking, log, bon_rows)
+    report.update(
+        curves=all_curves, f1=f1_rows, throughput=throughput, hacking=hacking, best_of_n=bon_rows
+    )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1, default=float))
+
+
+def best_of_n(
+    world: ReasoningWorld, seed: int, rows: dict[str, list[float]], log, n: int = 8
+) -> None:
+    """Rerank ``n`` SFT samples per held-out problem by each PRM (step scores aggregated)."""
+    problems = world.eval_set
+    batch, _, _ = rollout(
+        world.policy,
+        world.tokenizer,
+        problems,
+        n,
+        world.config.max_new_tokens,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    correct, group = batch.episode("outcome"), batch.episode("group")
+    rows.setdefault("random pick (mean accuracy)", []).append(float(correct.mean()))
+    oracle = Groups.from_labels(group).max(correct)
+    rows.setdefault(f"oracle (any of {n} correct)", []).append(float(oracle.mean()))
+    positions = step_end_positions(batch)
+    for name in ("prm_exact", "prm_mc", "prover_value"):
+        scores = world.cache[name].score(trajectories_to_rows(batch), positions).double()
+        for how in ("min", "product", "last", "mean"):
+            solution = aggregate_segments(scores, batch.segments, how)
+            rows.setdefault(f"{name} / {how}", []).append(
+                best_of_n_accuracy(solution, correct, group)
+            )
+    log(f"  best-of-{n}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rows.items()))
 
 
 def dataclass_seed(config: GRPOConfig, seed: int) -> GRPOConfig:
     return GRPOConfig(**{**config.__dict__, "seed": seed})
 
 
-def print_tables(curves, f1_rows, throughput, hacking, log) -> None:
+def print_tables(curves, f1_rows, throughput, hacking, log, bon=None) -> None:
     methods = list(curves)
     mean_curves = {
         m: [(c[0][i][0], float(np.mean([run[i][1] for run in c]))) for i in range(len(c[0]))]
@@ -214,6 +249,12 @@ def print_tables(curves, f1_rows, throughput, hacking, log) -> None:
             f"\nPRM scoring {throughput['prm_tokens_per_s']:,.0f} tokens/s vs plain forward "
             f"{throughput['forward_tokens_per_s']:,.0f} tokens/s: ratio {throughput['ratio']:.2f}"
         )
+    if bon:
+        log("\n3b. best-of-8 reranking of SFT samples on the held-out problems")
+        log("| scorer / aggregation | accuracy |")
+        log("|---|---|")
+        for name, values in bon.items():
+            log(f"| {name} | {np.mean(values):.3f} |")
     if hacking:
         log("\n4. reward hacking: lenient step judge (true statement?) summed over steps")
         log("| reward | judge sum first→last | steps first→last | held-out accuracy first→last |")

@@ -3,6 +3,8 @@ PRM and progress, each against a slow per-prefix computation or its defining ide
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -50,7 +52,11 @@ def slow_answer_probability(lm, prompt: str, context_ids: list[int], answer: str
 def test_implicit_rewards_sum_to_beta_times_the_sequence_log_ratio():
     batch, rows, _ = rollout_batch()
     signal = ImplicitPRMSignal(beta=0.05, learning_rate=1e-2, updates=2)
-    signal.prepare(context())
+    # the trainer hands over its reference frozen (requires_grad off): φ must still learn
+    frozen = copy.deepcopy(model())
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    signal.prepare(context(reference=frozen))
     out = signal(batch, "implicit")
     # after its online update, φ differs from the reference, so the log-ratio is not zero
     with torch.no_grad():

@@ -134,6 +134,8 @@ class ImplicitPRMSignal:
     def prepare(self, context: SignalContext) -> None:
         self.frozen = _model(context, self.reference, "implicit_prm")
         self.phi = copy.deepcopy(self.frozen)
+        for parameter in self.phi.parameters():  # the reference may come frozen
+            parameter.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(self.phi.parameters(), lr=self.learning_rate)
 
     def sequence_log_ratio(self, rows: Rows) -> tuple[Tensor, Tensor]:
