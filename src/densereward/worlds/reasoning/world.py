@@ -6,7 +6,6 @@ Everything is built from the config and the seed, on CPU, in minutes; nothing is
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from densereward.worlds.reasoning.tasks import (
     TaskSpec,
     grade,
     parse_response,
-    render_response,
     sample_problems,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
@@ -248,8 +246,5 @@ class ReasoningWorld:
         self.timings["mc_labels"] = time.perf_counter() - started
         return result
 
-    def snapshot(self) -> PreTrainedModel:
-        return copy.deepcopy(self.policy)
 
-
-__all__ = ["ReasoningWorld", "ReasoningWorldConfig", "render_response"]
+__all__ = ["ReasoningWorld", "ReasoningWorldConfig"]
