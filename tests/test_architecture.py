@@ -14,7 +14,7 @@ ALLOWED = {
     "transforms": {"core"},
     "io": {"core"},
     "signals": {"core", "models"},
-    "evaluation": {"core"},
+    "evaluation": {"core", "io"},
     "pipeline": {"core", "signals", "transforms", "estimators"},
     "labeling": {"core", "signals", "models"},
     "worlds": {"core", "io", "models", "labeling"},

@@ -236,7 +236,12 @@ def test_evaluate_bad_input_is_one_line(tmp_path):
     broken.write_text('{"id": "gsm8k-0", "prediction": 1}\n{"id": \n')
     assert_user_error(
         run("evaluate", "processbench", DATA / "gsm8k.json", "--predictions", broken),
-        r"broken.jsonl:2: field 'line': is not valid JSON",
+        r"broken.jsonl:2: field 'line': malformed JSON",
+    )
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert_user_error(
+        run("evaluate", "rewardmath", binary), r"binary.json: field 'file': is not UTF-8 text"
     )
     assert_user_error(
         run(

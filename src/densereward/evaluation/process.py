@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from densereward.core.errors import ValidationError
-from densereward.core.segments import Groups, Segments, aggregate_segments, first_below
+from densereward.core.segments import Groups, Segments, aggregate_segments
+from densereward.io.jsonl import iter_json_lines
 
 
 @dataclass(frozen=True)
@@ -57,32 +58,24 @@ def first_error_f1(labels: Sequence[int], predictions: Sequence[int]) -> FirstEr
     return FirstErrorScore(acc_err, acc_corr, f1, n_err, n_corr)
 
 
-def first_error_from_scores(
-    step_scores: torch.Tensor, segments: Segments, threshold: float = 0.5
-) -> torch.Tensor:
-    """A PRM's ProcessBench prediction: the first step whose score is below ``threshold``."""
-    return first_below(step_scores, segments, threshold)
-
-
 def _load_json_or_lines(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    """A JSON list of objects (ProcessBench, RewardMATH releases), or JSON lines read by the
+    project's line reader (errors name the line)."""
     try:
-        data = json.loads(text)
-        if isinstance(data, list):
-            return data
-        raise ValidationError("file", "expected a JSON list or JSON lines", source=str(path))
-    except json.JSONDecodeError:
-        out = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValidationError(
-                    "line", f"is not valid JSON ({error.msg})", line=number, source=str(path)
-                ) from None
-        return out
+        head = path.read_text(encoding="utf-8").lstrip()[:1]
+    except UnicodeDecodeError:
+        raise ValidationError(
+            "file", "is not UTF-8 text (binary file?)", source=str(path)
+        ) from None
+    if head != "[":
+        return [record for _, record in iter_json_lines(path)]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            "file", f"malformed JSON ({error.msg} at line {error.lineno})", source=str(path)
+        ) from None
+    return data
 
 
 def read_processbench(path: str | Path) -> list[dict[str, Any]]:
