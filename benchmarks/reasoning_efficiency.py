@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch
 
 from densereward.core.segments import Groups, aggregate_segments
 from densereward.evaluation.process import best_of_n_accuracy, first_error_f1
-from densereward.models.language import step_end_positions, trajectories_to_rows
+from densereward.models.language import build_causal_lm, step_end_positions, trajectories_to_rows
+from densereward.models.prm import ProcessRewardModel
 from densereward.pipeline import Recipe
 from densereward.runs import RunRecipe, resolve_recipe, world_models
 from densereward.trainers.grpo import GRPOConfig, train_grpo
@@ -39,6 +41,7 @@ from densereward.worlds.reasoning.evaluate import (
 from densereward.worlds.reasoning.export import processbench_records
 from densereward.worlds.reasoning.rollouts import rollout
 from densereward.worlds.reasoning.tasks import sample_problems
+from densereward.worlds.reasoning.tokenizer import build_tokenizer
 from densereward.worlds.reasoning.world import ReasoningWorld
 
 HACKING = {
@@ -100,13 +103,29 @@ def main() -> None:
     parser.add_argument("--hacking-updates", type=int, default=60)
     parser.add_argument("--skip-hacking", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only PRM scoring vs plain forward, on the recipe's backbone size (untrained: speed "
+        "does not depend on the weights)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     log = lambda text: print(text, flush=True)  # noqa: E731
     recipe = RunRecipe.from_yaml(resolve_recipe("reasoning"))
+    if args.throughput_only:
+        world = recipe.world
+        tokenizer = build_tokenizer()
+        backbone = build_causal_lm(
+            tokenizer, world.architecture, world.layers, world.width, world.heads
+        )
+        records = processbench_records(sample_problems(world.spec, 256, 555_000), seed=0)
+        result = prm_throughput(ProcessRewardModel(backbone), tokenizer, records)
+        print_tables({}, {}, result, {}, log)
+        return
     config = recipe.trainer
     if args.updates:
-        config = GRPOConfig(**{**config.__dict__, "updates": args.updates})
+        config = dataclasses.replace(config, updates=args.updates)
     report: dict = {"config": config.__dict__, "seeds": args.seeds}
     all_curves: dict[str, list[list[tuple[float, float]]]] = {}
     f1_rows: dict[str, list[float]] = {}
@@ -146,12 +165,8 @@ def main() -> None:
         if throughput is None:
             throughput = prm_throughput(world.cache["prm_mc"], world.tokenizer, records[:256])
         if not args.skip_hacking:
-            hack_config = GRPOConfig(
-                **{
-                    **dataclass_seed(config, seed).__dict__,
-                    "updates": args.hacking_updates,
-                    "eval_every": 10,
-                }
+            hack_config = dataclasses.replace(
+                config, seed=seed, updates=args.hacking_updates, eval_every=10
             )
             for name, spec in HACKING.items():
                 policy = copy.deepcopy(world.policy)
@@ -212,10 +227,43 @@ def best_of_n(
 
 
 def dataclass_seed(config: GRPOConfig, seed: int) -> GRPOConfig:
-    return GRPOConfig(**{**config.__dict__, "seed": seed})
+    return dataclasses.replace(config, seed=seed)
 
 
 def print_tables(curves, f1_rows, throughput, hacking, log, bon=None) -> None:
+    if curves:
+        print_curves(curves, log)
+    if f1_rows:
+        log("\n3. first-error F1 on 400 held-out ProcessBench-format items (exact labels)")
+        log("| reward model | F1 (mean over seeds) |")
+        log("|---|---|")
+        for name, values in f1_rows.items():
+            log(f"| {name} | {100 * np.mean(values):.1f} |")
+    if throughput:
+        log(
+            f"\nPRM scoring {throughput['prm_tokens_per_s']:,.0f} tokens/s vs plain forward "
+            f"{throughput['forward_tokens_per_s']:,.0f} tokens/s: ratio {throughput['ratio']:.2f}"
+        )
+    if bon:
+        log("\n3b. best-of-8 reranking of SFT samples on the held-out problems")
+        log("| scorer / aggregation | accuracy |")
+        log("|---|---|")
+        for name, values in bon.items():
+            log(f"| {name} | {np.mean(values):.3f} |")
+    if hacking:
+        log("\n4. reward hacking: lenient step judge (true statement?) summed over steps")
+        log("| reward | judge sum first→last | steps first→last | held-out accuracy first→last |")
+        log("|---|---|---|---|")
+        for name, runs in hacking.items():
+            k = {key: np.mean([r[key] for r in runs]) for key in runs[0]}
+            log(
+                f"| {name} | {k['judge_first']:.2f} → {k['judge_last']:.2f} | "
+                f"{k['steps_first']:.2f} → {k['steps_last']:.2f} | "
+                f"{k['accuracy_first']:.3f} → {k['accuracy_last']:.3f} |"
+            )
+
+
+def print_curves(curves, log) -> None:
     methods = list(curves)
     mean_curves = {
         m: [(c[0][i][0], float(np.mean([run[i][1] for run in c]))) for i in range(len(c[0]))]
@@ -239,33 +287,6 @@ def print_tables(curves, f1_rows, throughput, hacking, log, bon=None) -> None:
         need = samples_to_reach(mean_curves[m], target)
         ratio = need / base if np.isfinite(need) and base > 0 else float("inf")
         log(f"| {m} | {need:,.0f} | {ratio:.2f} |")
-    log("\n3. first-error F1 on 400 held-out ProcessBench-format items (exact labels)")
-    log("| reward model | F1 (mean over seeds) |")
-    log("|---|---|")
-    for name, values in f1_rows.items():
-        log(f"| {name} | {100 * np.mean(values):.1f} |")
-    if throughput:
-        log(
-            f"\nPRM scoring {throughput['prm_tokens_per_s']:,.0f} tokens/s vs plain forward "
-            f"{throughput['forward_tokens_per_s']:,.0f} tokens/s: ratio {throughput['ratio']:.2f}"
-        )
-    if bon:
-        log("\n3b. best-of-8 reranking of SFT samples on the held-out problems")
-        log("| scorer / aggregation | accuracy |")
-        log("|---|---|")
-        for name, values in bon.items():
-            log(f"| {name} | {np.mean(values):.3f} |")
-    if hacking:
-        log("\n4. reward hacking: lenient step judge (true statement?) summed over steps")
-        log("| reward | judge sum first→last | steps first→last | held-out accuracy first→last |")
-        log("|---|---|---|---|")
-        for name, runs in hacking.items():
-            k = {key: np.mean([r[key] for r in runs]) for key in runs[0]}
-            log(
-                f"| {name} | {k['judge_first']:.2f} → {k['judge_last']:.2f} | "
-                f"{k['steps_first']:.2f} → {k['steps_last']:.2f} | "
-                f"{k['accuracy_first']:.3f} → {k['accuracy_last']:.3f} |"
-            )
 
 
 if __name__ == "__main__":

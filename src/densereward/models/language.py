@@ -144,8 +144,8 @@ def token_logprobs(
 ) -> Tensor:
     """``log π(y_t | x, y_<t)`` of every response token, ``[B, T]`` (0 where masked).
 
-    One forward pass per chunk of rows; the logits of the prompt part are never materialised
-    beyond the last prompt position.
+    One forward pass per chunk of rows; only the logits from the last prompt position on are
+    turned into log-probabilities.
     """
     outputs = []
     p = rows.prompt_width
@@ -354,6 +354,13 @@ def trajectories_to_rows(batch: Trajectories) -> Rows:
     mask = batch.episode(ATTENTION_MASK)
     width = int(batch.episode(PROMPT_WIDTH)[0])
     return Rows(ids, mask, mask[:, width:].bool(), width)
+
+
+def span_end_positions(prompt_width: int, lengths: np.ndarray, spans: np.ndarray) -> Tensor:
+    """``[S, 2]`` row/column of the last token of every span, from :func:`response_step_spans`'s
+    ``lengths`` and ``spans`` (where a PRM reads its score)."""
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    return torch.as_tensor(np.stack([row, prompt_width + spans[:, 1] - 1], 1), dtype=torch.long)
 
 
 def step_end_positions(batch: Trajectories) -> Tensor:

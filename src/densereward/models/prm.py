@@ -40,13 +40,14 @@ class ProcessRewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        out = self.backbone(
+        """Final hidden states ``[B, L, H]`` of the backbone's base model: the causal LM's
+        vocabulary projection is never computed."""
+        out = self.backbone.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids(attention_mask),
-            output_hidden_states=True,
         )
-        return out.hidden_states[-1]
+        return out.last_hidden_state
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits ``[B, L]`` at every position (read the ones at step tags)."""

@@ -94,11 +94,8 @@ class ProgressSignal:
             [torch.arange(len(batch)), torch.full((len(batch),), rows.prompt_width - 1)], 1
         )
         values = self.prm.score(rows, torch.cat([starts, ends])).to(torch.float64)
-        start_value, after = values[: len(batch)], values[len(batch) :]
-        before = previous_in_segment(after, batch.segments)
-        first = batch.segments.offsets[:-1][batch.segments.lengths > 0]
-        before[first] = start_value[batch.segments.lengths > 0]
-        return batch.with_steps(**{name: after - before})
+        progress = step_differences(values[: len(batch)], values[len(batch) :], batch.segments)
+        return batch.with_steps(**{name: progress})
 
 
 def implicit_token_rewards(
@@ -138,20 +135,17 @@ class ImplicitPRMSignal:
             parameter.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(self.phi.parameters(), lr=self.learning_rate)
 
-    def sequence_log_ratio(self, rows: Rows) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            reference = token_logprobs(self.frozen, rows)
-        return token_logprobs(self.phi, rows), reference
-
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
         if self.phi is None:
             raise ConfigError("signals.implicit_prm", "prepare() was not called: no model")
         rows = trajectories_to_rows(batch)
+        with torch.no_grad():  # π_ref is frozen: one pass serves every update and the scoring
+            reference = token_logprobs(self.frozen, rows)
         if batch.outcome is not None and self.updates > 0:
             target = batch.outcome.float().clamp(0, 1)
             self.phi.train()
             for _ in range(self.updates):
-                policy, reference = self.sequence_log_ratio(rows)
+                policy = token_logprobs(self.phi, rows)
                 logit = implicit_token_rewards(policy, reference, self.beta).sum(1)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, target)
                 self.optimizer.zero_grad()
@@ -159,7 +153,7 @@ class ImplicitPRMSignal:
                 self.optimizer.step()
             self.phi.eval()
         with torch.no_grad():
-            policy, reference = self.sequence_log_ratio(rows)
+            policy = token_logprobs(self.phi, rows)
         tokens = implicit_token_rewards(policy, reference, self.beta).to(torch.float64)
         return batch.with_steps(**{name: step_token_sums(tokens, batch)})
 
@@ -260,17 +254,18 @@ class InformationGainSignal:
         if self.policy is None:
             raise ConfigError("signals.information_gain", "prepare() was not called: no model")
         p0, p = self.probabilities(batch)
-        gain = information_gain(p0, p, batch.segments)
+        gain = step_differences(p0, p, batch.segments)
         tagged = _ends_with_tag(batch, self.tokenizer, self.step_tag)
         return batch.with_steps(**{name: gain.masked_fill(~tagged, 0.0)})
 
 
-def information_gain(p0: Tensor, p: Tensor, segments: Segments) -> Tensor:
-    """``p_t − p_{t−1}`` with ``p_{−1} = p0`` of the trajectory (telescopes to ``p_T − p_0``)."""
-    before = previous_in_segment(p, segments)
-    first = segments.offsets[:-1][segments.lengths > 0]
-    before[first] = p0[segments.lengths > 0]
-    return p - before
+def step_differences(start: Tensor, values: Tensor, segments: Segments) -> Tensor:
+    """``v_t − v_{t−1}`` per step, with ``v_{−1} = start`` of the trajectory; they telescope to
+    ``v_T − start``. Information gain (``v = p``) and PAV progress (``v = Q^μ``, ``start = V^μ``)."""
+    before = previous_in_segment(values, segments)
+    nonempty = segments.lengths > 0
+    before[segments.offsets[:-1][nonempty]] = start[nonempty]
+    return values - before
 
 
 def _ends_with_tag(batch: Trajectories, tokenizer: Any, tag: str) -> Tensor:
@@ -335,6 +330,6 @@ __all__ = [
     "PRMSignal",
     "ProgressSignal",
     "implicit_token_rewards",
-    "information_gain",
+    "step_differences",
     "step_token_sums",
 ]

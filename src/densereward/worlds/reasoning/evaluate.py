@@ -15,6 +15,7 @@ from densereward.models.language import (
     encode_rows,
     position_ids,
     response_step_spans,
+    span_end_positions,
     token_logprobs,
 )
 from densereward.models.prm import ProcessRewardModel
@@ -49,9 +50,7 @@ def prm_first_errors(
 ) -> list[int]:
     """The first step whose PRM score is below ``threshold`` (-1 if none), per item."""
     rows, lengths, spans = _rows(tokenizer, records)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    positions = torch.as_tensor(np.stack([row, rows.prompt_width + spans[:, 1] - 1], 1))
-    scores = prm.score(rows, positions)
+    scores = prm.score(rows, span_end_positions(rows.prompt_width, lengths, spans))
     offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lengths)]))
     return first_below(scores, Segments(offsets), threshold).tolist()
 
@@ -72,13 +71,12 @@ def implicit_first_errors(
 
 
 def prm_throughput(
-    prm: ProcessRewardModel, tokenizer: Any, records: Sequence[dict[str, Any]], repeats: int = 5
+    prm: ProcessRewardModel, tokenizer: Any, records: Sequence[dict[str, Any]], repeats: int = 20
 ) -> dict[str, float]:
     """Tokens per second of PRM scoring (one pass, head at tags) and of a plain forward pass of
-    the same backbone on the same rows (best of ``repeats``)."""
+    the same causal LM on the same rows (best of ``repeats``, the two interleaved)."""
     rows, lengths, spans = _rows(tokenizer, records)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    positions = torch.as_tensor(np.stack([row, rows.prompt_width + spans[:, 1] - 1], 1))
+    positions = span_end_positions(rows.prompt_width, lengths, spans)
     tokens = int(rows.attention_mask.sum())
     ids, mask = rows.input_ids, rows.attention_mask
 
@@ -89,15 +87,17 @@ def prm_throughput(
     def scored() -> None:
         prm.score(rows, positions, chunk=len(records))
 
-    timings = {}
-    for name, call in (("forward", plain), ("prm", scored)):
-        call()
-        best = float("inf")
-        for _ in range(repeats):
+    calls = {"forward": plain, "prm": scored}
+    best = dict.fromkeys(calls, float("inf"))
+    for call in calls.values():
+        call()  # warm-up
+    # interleaved, so drift in the machine's speed hits both alike
+    for _ in range(repeats):
+        for name, call in calls.items():
             start = time.perf_counter()
             call()
-            best = min(best, time.perf_counter() - start)
-        timings[name] = tokens / best
+            best[name] = min(best[name], time.perf_counter() - start)
+    timings = {name: tokens / seconds for name, seconds in best.items()}
     return {
         "tokens": float(tokens),
         "forward_tokens_per_s": timings["forward"],

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -20,6 +19,7 @@ from densereward.models.language import (
     build_causal_lm,
     encode_rows,
     response_step_spans,
+    span_end_positions,
     supervised_fine_tune,
 )
 from densereward.models.prm import ProcessRewardModel, flatten_labels, train_prm
@@ -165,22 +165,21 @@ class ReasoningWorld:
             rows,
             int(self.tokenizer.convert_tokens_to_ids(STEP_TAG)),  # type: ignore[arg-type]
         )
-        row = np.repeat(np.arange(len(lengths)), lengths)
-        positions = np.stack([row, rows.prompt_width + spans[:, 1] - 1], 1)
+        positions = span_end_positions(rows.prompt_width, lengths, spans)
         flat = flatten_labels(labels)
         if len(flat) != len(positions):
             raise AssertionError(f"{name}: {len(flat)} labels for {len(positions)} steps")
         if start_values is not None:
-            starts = np.stack(
-                [np.arange(len(prompts)), np.full(len(prompts), rows.prompt_width - 1)], 1
+            starts = torch.stack(
+                [torch.arange(len(prompts)), torch.full((len(prompts),), rows.prompt_width - 1)], 1
             )
-            positions = np.concatenate([starts, positions])
+            positions = torch.cat([starts, positions])
             flat = torch.cat([torch.tensor(start_values, dtype=torch.float32), flat])
         model = ProcessRewardModel(self.policy)
         train_prm(
             model,
             rows,
-            torch.as_tensor(positions),
+            positions,
             flat,
             epochs=self.config.prm_epochs,
             seed=self.seed,
