@@ -47,7 +47,7 @@ from densereward.pipeline import Pipeline, Recipe, check_keys, load_yaml
 from densereward.signals.base import SignalContext
 from densereward.trainers.grpo import GRPOConfig
 from densereward.trainers.ppo import PPOConfig, train_ppo
-from densereward.worlds.reasoning.world import ReasoningWorldConfig
+from densereward.worlds.reasoning.world import WORLD_MODELS, ReasoningWorldConfig
 
 RUN_KEYS = (
     "name",
@@ -194,6 +194,13 @@ class RunRecipe:
             spec.setdefault("estimator", estimator)
             spec.setdefault("name", str(name))
             methods[str(name)] = Recipe.from_dict(spec, f"{source}: methods.{name}")
+            unknown = [m for m in world_models(methods[str(name)]) if m not in WORLD_MODELS]
+            if reasoning is not None and unknown:
+                raise ConfigError(
+                    f"{source}: methods.{name}.signals",
+                    f"model {unknown[0]!r} is not one the reasoning world trains "
+                    f"(known: {', '.join(WORLD_MODELS)})",
+                )
         threshold = coerce(
             data.get("success_threshold", 0.9), float, f"{source}: success_threshold"
         )

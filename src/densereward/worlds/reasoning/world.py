@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from densereward.core.errors import ConfigError
 from densereward.labeling.mc import Prover, monte_carlo_labels
 from densereward.models.language import (
     build_causal_lm,
@@ -34,6 +35,9 @@ from densereward.worlds.reasoning.tasks import (
     sample_problems,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
+
+WORLD_MODELS = ("prm_exact", "prm_mc", "prm_mc_soft", "prover_value")
+"""Reward models the world trains on request (``ReasoningWorld.models``)."""
 
 # Problem streams never overlap: SFT, reward-model data, RL prompts and evaluation draw from
 # disjoint seed ranges.
@@ -219,7 +223,10 @@ class ReasoningWorld:
                     name, problems, responses, labels, mc.start if name == "prover_value" else None
                 )
             else:
-                raise KeyError(name)
+                raise ConfigError(
+                    "model",
+                    f"{name!r} is not one the reasoning world trains ({', '.join(WORLD_MODELS)})",
+                )
             self.cache[name] = model
             out[name] = model
         return out
