@@ -2,7 +2,7 @@
 with dense process signals, each PRM's first-error F1, PRM throughput, and reward hacking.
 
 Not a test: it trains. ``python benchmarks/reasoning_efficiency.py [--seeds 0 1] [--updates 40]``
-prints four tables (and writes them as JSON with ``--out``):
+prints these tables (and writes them as JSON with ``--out``):
 
 1. accuracy (mean over 4 samples per held-out problem, temperature 1) at each evaluation, per
    method, averaged over seeds;
@@ -11,7 +11,8 @@ prints four tables (and writes them as JSON with ``--out``):
 3. first-error F1 (ProcessBench's metric) of each reward model on a held-out ProcessBench-format
    set whose labels are exact, and PRM scoring throughput against a plain forward pass;
 4. reward hacking: GRPO rewarded by outcome + a lenient step judge's score summed over steps
-   (raw), and the same judge through Clip, Delta and Clip-Delta.
+   (raw), and the same judge through Clip, Delta and Clip-Delta; 4b. the same with the
+   Monte-Carlo PRM's step scores in place of the judge (``--hacking-only``: tables 4 and 4b).
 """
 
 from __future__ import annotations
@@ -62,6 +63,22 @@ HACKING = {
 }
 
 
+PRM = {"prm": {"kind": "prm", "model": "prm_mc"}}
+PRM_HACKING = {
+    "raw PRM": {"signals": PRM, "estimator": {"kind": "grpo", "reward": "prm"}},
+    **{
+        name: {
+            "signals": PRM,
+            "transforms": [{**spec["transforms"][0], "source": "prm"}],
+            "estimator": {"kind": "grpo", "reward": "prm"},
+        }
+        for name, spec in HACKING.items()
+        if "transforms" in spec
+    },
+}
+"""The MC-PRM's step scores summed into the GRPO reward, raw and through each safeguard."""
+
+
 def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float:
     for samples, accuracy in curve:
         if accuracy >= target - 1e-9:
@@ -102,6 +119,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=None)
     parser.add_argument("--hacking-updates", type=int, default=60)
     parser.add_argument("--skip-hacking", action="store_true")
+    parser.add_argument(
+        "--hacking-only", action="store_true", help="only the reward-hacking tables (4 and 4b)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--throughput-only",
@@ -132,6 +152,7 @@ def main() -> None:
     throughput = None
     bon_rows: dict[str, list[float]] = {}
     hacking: dict[str, list[dict[str, float]]] = {}
+    prm_hacking: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
         world = ReasoningWorld.build(recipe.world, seed)
         log(f"seed {seed}: SFT {world.sft_seconds:.0f} s")
@@ -140,62 +161,80 @@ def main() -> None:
             f"  reward models: { {k: round(v) for k, v in world.timings.items()} } s; "
             f"MC labels {world.cache['mc'].generated_tokens:,} generated tokens"
         )
-        curves, results = run_methods(
-            world, dict(recipe.methods), dataclass_seed(config, seed), log
-        )
-        for name, curve in curves.items():
-            all_curves.setdefault(name, []).append(curve)
-        # first-error F1 on held-out items with exact labels
-        held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
-        records = processbench_records(held_out, seed=seed)
-        labels = [r["label"] for r in records]
-        judges = {
-            name: prm_first_errors(world.cache[name], world.tokenizer, records)
-            for name in ("prm_exact", "prm_mc", "prover_value")
-        }
-        for name, predictions in judges.items():
-            f1_rows.setdefault(name, []).append(first_error_f1(labels, predictions).f1)
-        phi = results["implicit_prm"].pipeline.signals["implicit_reward"].phi
-        if phi is not None:
-            predictions = implicit_first_errors(phi, world.policy, world.tokenizer, records, 0.05)
-            f1_rows.setdefault("implicit_prm (after RL)", []).append(
-                first_error_f1(labels, predictions).f1
+        if not args.hacking_only:
+            curves, results = run_methods(
+                world, dict(recipe.methods), dataclass_seed(config, seed), log
             )
-        best_of_n(world, seed, bon_rows, log)
-        if throughput is None:
-            throughput = prm_throughput(world.cache["prm_mc"], world.tokenizer, records[:256])
+            for name, curve in curves.items():
+                all_curves.setdefault(name, []).append(curve)
+            # first-error F1 on held-out items with exact labels
+            held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
+            records = processbench_records(held_out, seed=seed)
+            labels = [r["label"] for r in records]
+            judges = {
+                name: prm_first_errors(world.cache[name], world.tokenizer, records)
+                for name in ("prm_exact", "prm_mc", "prover_value")
+            }
+            for name, predictions in judges.items():
+                f1_rows.setdefault(name, []).append(first_error_f1(labels, predictions).f1)
+            phi = results["implicit_prm"].pipeline.signals["implicit_reward"].phi
+            if phi is not None:
+                predictions = implicit_first_errors(
+                    phi, world.policy, world.tokenizer, records, 0.05
+                )
+                f1_rows.setdefault("implicit_prm (after RL)", []).append(
+                    first_error_f1(labels, predictions).f1
+                )
+            best_of_n(world, seed, bon_rows, log)
+            if throughput is None:
+                throughput = prm_throughput(world.cache["prm_mc"], world.tokenizer, records[:256])
         if not args.skip_hacking:
             hack_config = dataclasses.replace(
                 config, seed=seed, updates=args.hacking_updates, eval_every=10
             )
-            for name, spec in HACKING.items():
-                policy = copy.deepcopy(world.policy)
-                result = train_grpo(
-                    hack_config,
-                    policy,
-                    world.tokenizer,
-                    world.train_problems,
-                    world.eval_set,
-                    Recipe.from_dict(spec),
-                )
-                rows = [r for r in result.metrics if "reward/step_true" in r]
-                evals = [r for r in result.metrics if "eval_accuracy" in r]
-                summary = {
-                    "judge_first": float(np.mean([r["reward/step_true"] for r in rows[:5]])),
-                    "judge_last": float(np.mean([r["reward/step_true"] for r in rows[-5:]])),
-                    "steps_first": float(np.mean([r["response_steps"] for r in rows[:5]])),
-                    "steps_last": float(np.mean([r["response_steps"] for r in rows[-5:]])),
-                    "accuracy_first": evals[0]["eval_accuracy"],
-                    "accuracy_last": evals[-1]["eval_accuracy"],
-                }
-                hacking.setdefault(name, []).append(summary)
-                log(f"  hacking {name}: {summary}")
-    print_tables(all_curves, f1_rows, throughput, hacking, log, bon_rows)
+            for table, specs, column in (
+                (hacking, HACKING, "step_true"),
+                (prm_hacking, PRM_HACKING, "prm"),
+            ):
+                for name, spec in specs.items():
+                    summary = hacking_run(world, hack_config, Recipe.from_dict(spec), column)
+                    table.setdefault(name, []).append(summary)
+                    log(f"  hacking {name}: {summary}")
+    print_tables(all_curves, f1_rows, throughput, hacking, log, bon_rows, prm_hacking)
     report.update(
-        curves=all_curves, f1=f1_rows, throughput=throughput, hacking=hacking, best_of_n=bon_rows
+        curves=all_curves,
+        f1=f1_rows,
+        throughput=throughput,
+        hacking=hacking,
+        prm_hacking=prm_hacking,
+        best_of_n=bon_rows,
     )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1, default=float))
+
+
+def hacking_run(world: ReasoningWorld, config: GRPOConfig, recipe: Recipe, column: str) -> dict:
+    """Train from the SFT policy; the reward column's per-response sum, response steps and
+    held-out accuracy at the start and the end."""
+    result = train_grpo(
+        config,
+        copy.deepcopy(world.policy),
+        world.tokenizer,
+        world.train_problems,
+        world.eval_set,
+        recipe,
+        world.models(world_models(recipe)),
+    )
+    rows = [r for r in result.metrics if f"reward/{column}" in r]
+    evals = [r for r in result.metrics if "eval_accuracy" in r]
+    return {
+        "reward_first": float(np.mean([r[f"reward/{column}"] for r in rows[:5]])),
+        "reward_last": float(np.mean([r[f"reward/{column}"] for r in rows[-5:]])),
+        "steps_first": float(np.mean([r["response_steps"] for r in rows[:5]])),
+        "steps_last": float(np.mean([r["response_steps"] for r in rows[-5:]])),
+        "accuracy_first": evals[0]["eval_accuracy"],
+        "accuracy_last": evals[-1]["eval_accuracy"],
+    }
 
 
 def best_of_n(
@@ -230,7 +269,7 @@ def dataclass_seed(config: GRPOConfig, seed: int) -> GRPOConfig:
     return dataclasses.replace(config, seed=seed)
 
 
-def print_tables(curves, f1_rows, throughput, hacking, log, bon=None) -> None:
+def print_tables(curves, f1_rows, throughput, hacking, log, bon=None, prm_hacking=None) -> None:
     if curves:
         print_curves(curves, log)
     if f1_rows:
@@ -250,14 +289,19 @@ def print_tables(curves, f1_rows, throughput, hacking, log, bon=None) -> None:
         log("|---|---|")
         for name, values in bon.items():
             log(f"| {name} | {np.mean(values):.3f} |")
-    if hacking:
-        log("\n4. reward hacking: lenient step judge (true statement?) summed over steps")
-        log("| reward | judge sum first→last | steps first→last | held-out accuracy first→last |")
+    for title, table in (
+        ("4. reward hacking: lenient step judge (true statement?) summed over steps", hacking),
+        ("4b. reward hacking: the MC-PRM's step scores summed over steps", prm_hacking),
+    ):
+        if not table:
+            continue
+        log(f"\n{title}")
+        log("| reward | reward sum first→last | steps first→last | held-out accuracy first→last |")
         log("|---|---|---|---|")
-        for name, runs in hacking.items():
+        for name, runs in table.items():
             k = {key: np.mean([r[key] for r in runs]) for key in runs[0]}
             log(
-                f"| {name} | {k['judge_first']:.2f} → {k['judge_last']:.2f} | "
+                f"| {name} | {k['reward_first']:.2f} → {k['reward_last']:.2f} | "
                 f"{k['steps_first']:.2f} → {k['steps_last']:.2f} | "
                 f"{k['accuracy_first']:.3f} → {k['accuracy_last']:.3f} |"
             )

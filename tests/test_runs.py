@@ -195,6 +195,8 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
         ("kind: grpo, updates: 2", "kind: ppo, updates: 2"),
         ("updates: 2", "updatez: 2"),
         ("model: prm_mc", "model: prm_typo"),
+        ("label_problems: 4", "label_problems: 4, sft_noise: 1.5"),
+        ("label_problems: 4", "label_problems: 4, sft_corruptions: [typo]"),
     ],
 )
 def test_bad_reasoning_recipe_is_one_line(tmp_path: Path, change, message) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from densereward.labeling.mc import (
     binary_search_first_zero,
     labels_from_first_error,
     monte_carlo_labels,
+    omega_first_errors,
 )
 from densereward.models.language import decode_responses, sample, supervised_fine_tune
 from densereward.worlds.reasoning.rollouts import policy_prompt
@@ -49,14 +52,14 @@ def test_binary_search_finds_the_linear_scan_answer_with_log_probes(values):
     assert labels == [[float(v > 0) for v in row] for row in values]
 
 
-def test_monte_carlo_labels_equal_completing_each_prefix_alone():
-    """With a greedy prover every completion of a prefix is the same, so the soft label must be
-    exactly 1[the greedy completion of that prefix, decoded alone, is correct]."""
+@functools.cache
+def greedy_memoriser():
+    """A greedy prover that has memorised 8 problems (it finishes their correct prefixes
+    correctly), with the problems' solutions and copies whose first step is wrong."""
     tok = tokenizer()
     lm = model().__class__(model().config)
     lm.load_state_dict(model().state_dict())
     targets = problems(8, 12)
-    # a prover that has memorised these problems finishes their correct prefixes correctly
     supervised_fine_tune(
         lm,
         tok,
@@ -71,11 +74,16 @@ def test_monte_carlo_labels_equal_completing_each_prefix_alone():
     prover = Prover(lm, tok, prompts, judge, 40, temperature=0.0)
     solutions = [list(p.steps) for p in targets]
     wrong = [[s[0] + "1", *s[1:]] for s in solutions]
-    owners = list(range(8)) * 2
-    labels = monte_carlo_labels(prover, owners, solutions + wrong, STEP_TAG, n=3, seed=0)
-    for owner, steps, soft, start in zip(
-        owners, solutions + wrong, labels.soft, labels.start, strict=True
-    ):
+    return prover, list(range(8)) * 2, solutions + wrong
+
+
+def test_monte_carlo_labels_equal_completing_each_prefix_alone():
+    """With a greedy prover every completion of a prefix is the same, so the soft label must be
+    exactly 1[the greedy completion of that prefix, decoded alone, is correct]."""
+    prover, owners, solutions = greedy_memoriser()
+    lm, tok, prompts, judge = prover.model, prover.tokenizer, prover.prompts, prover.judge
+    labels = monte_carlo_labels(prover, owners, solutions, STEP_TAG, n=3, seed=0)
+    for owner, steps, soft, start in zip(owners, solutions, labels.soft, labels.start, strict=True):
         prefixes = ["", *("".join(s + STEP_TAG for s in steps[: k + 1]) for k in range(len(steps)))]
         expected = []
         for prefix in prefixes:
@@ -85,3 +93,23 @@ def test_monte_carlo_labels_equal_completing_each_prefix_alone():
     assert labels.hard == [[float(v > 0) for v in row] for row in labels.soft]
     assert sum(v for row in labels.soft[:8] for v in row) > 0  # the memoriser does succeed
     assert labels.generated_tokens > 0
+
+
+def test_omega_search_finds_the_first_zero_of_the_monte_carlo_values_with_fewer_tokens():
+    """On a real (greedy, so deterministic) prover, OmegaPRM's binary search must land where a
+    linear scan of the per-prefix MC values finds the first zero, wherever those values are
+    monotone (the search's premise), and must generate fewer tokens than labelling every prefix."""
+    prover, owners, solutions = greedy_memoriser()
+    labels = monte_carlo_labels(prover, owners, solutions, STEP_TAG, n=1, seed=0)
+    found, tokens = omega_first_errors(prover, owners, solutions, STEP_TAG, n=1, seed=0)
+    linear = [next((k for k, v in enumerate(row) if v == 0), -1) for row in labels.soft]
+    monotone = [
+        all(v > 0 for v in row[:k]) and all(v == 0 for v in row[k:]) if k >= 0 else True
+        for row, k in zip(labels.soft, linear, strict=True)
+    ]
+    assert sum(monotone) >= 8
+    assert {-1, 0} <= set(np.array(linear)[monotone].tolist())  # both outcomes are exercised
+    assert [f for f, m in zip(found.tolist(), monotone, strict=True) if m] == [
+        k for k, m in zip(linear, monotone, strict=True) if m
+    ]
+    assert 0 < tokens < labels.generated_tokens

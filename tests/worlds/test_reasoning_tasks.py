@@ -29,6 +29,7 @@ from densereward.worlds.reasoning.tasks import (
     step_is_true,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
+from densereward.worlds.reasoning.world import demonstrations
 
 ALL = TaskSpec(("arithmetic", "equation", "lists"), Difficulty(min_ops=1, max_ops=5))
 
@@ -160,3 +161,24 @@ def test_unknown_family_is_rejected():
     with pytest.raises(KeyError, match="unknown task family 'algebra'"):
         TaskSpec(("algebra",))
     assert render_response(["1+1=2"], "2") == "1+1=2ки#2"
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), kinds=st.sets(st.sampled_from(CORRUPTIONS), min_size=1))
+def test_noisy_demonstrations_are_canonical_or_carry_one_corruption(seed, kinds):
+    data = sample_problems(ALL, 30, seed)
+    assert demonstrations(data, 0.0, tuple(kinds), seed) == [s.problem.response for s in data]
+    for sample, text in zip(data, demonstrations(data, 1.0, tuple(kinds), seed), strict=True):
+        graded = grade(sample.problem, text)
+        if kinds == {"arithmetic"}:  # a wrong result is always an error, at the first wrong step
+            assert graded.first_error >= 0
+        if graded.first_error >= 0:
+            # everything before the first error is the canonical solution's
+            assert graded.steps[: graded.first_error] == sample.problem.steps[: graded.first_error]
+
+
+def test_noisy_demonstrations_corrupt_the_asked_fraction():
+    data = sample_problems(ALL, 4000, 3)
+    texts = demonstrations(data, 0.3, ("arithmetic",), 3)
+    corrupted = np.mean([grade(s.problem, t).first_error >= 0 for s, t in zip(data, texts)])
+    assert abs(corrupted - 0.3) < 4 * np.sqrt(0.3 * 0.7 / len(data))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -26,12 +27,16 @@ from densereward.models.language import (
 from densereward.models.prm import ProcessRewardModel, flatten_labels, train_prm
 from densereward.worlds.reasoning.rollouts import policy_prompt, rollout
 from densereward.worlds.reasoning.tasks import (
+    CORRUPTIONS,
     STEP_TAG,
     Difficulty,
     Problem,
+    Sample,
     TaskSpec,
+    corrupt,
     grade,
     parse_response,
+    render_response,
     sample_problems,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
@@ -59,6 +64,11 @@ class ReasoningWorldConfig:
     sft_examples: int = 16_000
     sft_epochs: int = 2
     sft_learning_rate: float = 2e-3
+    sft_noise: float = 0.0
+    """Fraction of SFT demonstrations that carry one controlled corruption (``sft_corruptions``):
+    imperfect demonstrations, as human or distilled data are; the policy learns to make those
+    mistakes at about that rate, and RL has a systematic error to remove."""
+    sft_corruptions: tuple[str, ...] = ("arithmetic", "operand", "skip", "miracle")
     eval_problems: int = 200
     label_problems: int = 256
     """Problems whose sampled solutions train the reward models (4 solutions each)."""
@@ -67,12 +77,40 @@ class ReasoningWorldConfig:
     prm_epochs: int = 4
     max_new_tokens: int = 40
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sft_noise <= 1.0:
+            raise ValueError(f"sft_noise must be in [0, 1], got {self.sft_noise}")
+        unknown = [kind for kind in self.sft_corruptions if kind not in CORRUPTIONS]
+        if unknown or not self.sft_corruptions:
+            raise ValueError(
+                f"sft_corruptions: unknown corruption {unknown[0]!r}; known: {', '.join(CORRUPTIONS)}"
+                if unknown
+                else "sft_corruptions must name at least one corruption"
+            )
+
     @property
     def spec(self) -> TaskSpec:
         return TaskSpec(
             tuple(self.families),
             Difficulty(self.min_ops, self.max_ops, self.max_operand),
         )
+
+
+def demonstrations(
+    data: Sequence[Sample], noise: float, kinds: Sequence[str], seed: int
+) -> list[str]:
+    """Canonical solutions, except a ``noise`` fraction (chosen at random) that carry one
+    corruption of a kind drawn uniformly from ``kinds``."""
+    rng = np.random.default_rng(seed)
+    noisy = rng.random(len(data)) < noise
+    out = []
+    for sample, corrupted in zip(data, noisy, strict=True):
+        if corrupted:
+            bad = corrupt(sample, str(rng.choice(list(kinds))), rng)
+            out.append(render_response(bad.steps, bad.answer))
+        else:
+            out.append(sample.problem.response)
+    return out
 
 
 @dataclass
@@ -100,7 +138,7 @@ class ReasoningWorld:
             policy,
             tokenizer,
             [policy_prompt(s.problem) for s in data],
-            [s.problem.response for s in data],
+            demonstrations(data, config.sft_noise, config.sft_corruptions, SFT_SEED + seed),
             epochs=config.sft_epochs,
             learning_rate=config.sft_learning_rate,
             seed=seed,
