@@ -180,5 +180,7 @@ def test_noisy_demonstrations_are_canonical_or_carry_one_corruption(seed, kinds)
 def test_noisy_demonstrations_corrupt_the_asked_fraction():
     data = sample_problems(ALL, 4000, 3)
     texts = demonstrations(data, 0.3, ("arithmetic",), 3)
-    corrupted = np.mean([grade(s.problem, t).first_error >= 0 for s, t in zip(data, texts)])
+    corrupted = np.mean(
+        [grade(s.problem, t).first_error >= 0 for s, t in zip(data, texts, strict=True)]
+    )
     assert abs(corrupted - 0.3) < 4 * np.sqrt(0.3 * 0.7 / len(data))
