@@ -156,7 +156,7 @@ def main() -> None:
     for seed in args.seeds:
         world = ReasoningWorld.build(recipe.world, seed)
         log(f"seed {seed}: SFT {world.sft_seconds:.0f} s")
-        world.models(["prm_exact", "prm_mc", "prover_value"])
+        world.models(["prm_mc"] if args.hacking_only else ["prm_exact", "prm_mc", "prover_value"])
         log(
             f"  reward models: { {k: round(v) for k, v in world.timings.items()} } s; "
             f"MC labels {world.cache['mc'].generated_tokens:,} generated tokens"
