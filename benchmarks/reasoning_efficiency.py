@@ -18,7 +18,6 @@ prints these tables (and writes them as JSON with ``--out``):
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import time
@@ -32,8 +31,8 @@ from densereward.evaluation.process import best_of_n_accuracy, first_error_f1
 from densereward.models.language import build_causal_lm, step_end_positions, trajectories_to_rows
 from densereward.models.prm import ProcessRewardModel
 from densereward.pipeline import Recipe
-from densereward.runs import RunRecipe, resolve_recipe, world_models
-from densereward.trainers.grpo import GRPOConfig, train_grpo
+from densereward.runs import RunRecipe, resolve_recipe, train_from_sft
+from densereward.trainers.grpo import GRPOConfig
 from densereward.worlds.reasoning.evaluate import (
     implicit_first_errors,
     prm_first_errors,
@@ -89,17 +88,8 @@ def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float:
 def run_methods(world: ReasoningWorld, methods: dict[str, Recipe], config: GRPOConfig, log):
     curves, results = {}, {}
     for name, recipe in methods.items():
-        policy = copy.deepcopy(world.policy)
         started = time.perf_counter()
-        result = train_grpo(
-            config,
-            policy,
-            world.tokenizer,
-            world.train_problems,
-            world.eval_set,
-            recipe,
-            world.models(world_models(recipe)),
-        )
+        result = train_from_sft(world, config, recipe)
         curves[name] = [
             (row["samples"], row["eval_accuracy"])
             for row in result.metrics
@@ -216,15 +206,7 @@ def main() -> None:
 def hacking_run(world: ReasoningWorld, config: GRPOConfig, recipe: Recipe, column: str) -> dict:
     """Train from the SFT policy; the reward column's per-response sum, response steps and
     held-out accuracy at the start and the end."""
-    result = train_grpo(
-        config,
-        copy.deepcopy(world.policy),
-        world.tokenizer,
-        world.train_problems,
-        world.eval_set,
-        recipe,
-        world.models(world_models(recipe)),
-    )
+    result = train_from_sft(world, config, recipe)
     rows = [r for r in result.metrics if f"reward/{column}" in r]
     evals = [r for r in result.metrics if "eval_accuracy" in r]
     return {

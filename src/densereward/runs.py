@@ -21,6 +21,7 @@ temporary folder first and renamed when complete, so a failed run leaves nothing
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import os
@@ -45,9 +46,9 @@ from densereward.core.errors import ConfigError, DenseRewardError
 from densereward.core.registry import coerce
 from densereward.pipeline import Pipeline, Recipe, check_keys, load_yaml
 from densereward.signals.base import SignalContext
-from densereward.trainers.grpo import GRPOConfig
+from densereward.trainers.grpo import GRPOConfig, GRPOResult, train_grpo
 from densereward.trainers.ppo import PPOConfig, train_ppo
-from densereward.worlds.reasoning.world import WORLD_MODELS, ReasoningWorldConfig
+from densereward.worlds.reasoning.world import WORLD_MODELS, ReasoningWorld, ReasoningWorldConfig
 
 RUN_KEYS = (
     "name",
@@ -312,6 +313,27 @@ def world_models(recipe: Recipe) -> list[str]:
     return [n for n in names if n and n not in ("policy", "reference")]
 
 
+def train_from_sft(
+    world: ReasoningWorld,
+    config: GRPOConfig,
+    recipe: Recipe,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> GRPOResult:
+    """GRPO with ``recipe`` on a copy of the world's SFT policy, with the reward models its
+    signals name (trained once per world)."""
+    models = world.models(world_models(recipe))
+    return train_grpo(
+        config,
+        copy.deepcopy(world.policy),
+        world.tokenizer,
+        world.train_problems,
+        world.eval_set,
+        recipe,
+        models,
+        progress,
+    )
+
+
 def run_reasoning_seed(
     recipe: RunRecipe,
     seed: int,
@@ -319,36 +341,20 @@ def run_reasoning_seed(
 ) -> dict[tuple[str, int], tuple[list[dict[str, Any]], bytes, float]]:
     """Every method on one seed of the reasoning world: the SFT policy and the reward models are
     built once per seed and shared; each method trains its own copy of the policy."""
-    import copy
-
-    from densereward.trainers.grpo import train_grpo
-    from densereward.worlds.reasoning.world import ReasoningWorld
-
     assert recipe.world is not None and isinstance(recipe.trainer, GRPOConfig)
     world = ReasoningWorld.build(recipe.world, seed)
     config = dataclasses.replace(recipe.trainer, seed=seed)
     out = {}
     for method, method_recipe in recipe.methods.items():
         start = time.perf_counter()
-        models = world.models(world_models(method_recipe))
-        policy = copy.deepcopy(world.policy)
 
         def progress(row: dict[str, float], method: str = method) -> None:
             if report is not None:
                 report(method, int(row["samples"]))
 
-        result = train_grpo(
-            config,
-            policy,
-            world.tokenizer,
-            world.train_problems,
-            world.eval_set,
-            method_recipe,
-            models,
-            progress,
-        )
+        result = train_from_sft(world, config, method_recipe, progress)
         buffer = io.BytesIO()
-        torch.save(policy.state_dict(), buffer)
+        torch.save(result.policy.state_dict(), buffer)
         rows = [{"method": method, "seed": seed, **row} for row in result.metrics]
         out[(method, seed)] = (rows, buffer.getvalue(), time.perf_counter() - start)
     return out
