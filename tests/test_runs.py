@@ -94,6 +94,10 @@ BAD_RUNS = {
         TINY.replace("world: {env_id: MiniGrid-Empty-5x5-v0}", ""),
         r"world: must be \{env_id",
     ),
+    "filtering_estimator_in_a_control_world": (
+        TINY.replace("sparse: {}", "sparse: {estimator: {kind: prof, process: reward}}"),
+        r"methods\.sparse\.estimator: selects trajectories",
+    ),
     "unknown_environment": (
         TINY.replace("MiniGrid-Empty-5x5-v0", "MiniGrid-Nope-v0"),
         r"world\.env_id",

@@ -140,6 +140,9 @@ class PipelineResult:
     advantages: Tensor
     returns: Tensor
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    keep: Tensor | None = None
+    """Trajectories the policy loss should see, when the estimator selects (also the episode
+    column ``keep`` of ``trajectories``); ``None``: all."""
 
 
 class Pipeline:
@@ -205,7 +208,12 @@ class Pipeline:
         diagnostics.append(_summarize(stage, "advantage", estimate.advantages))
         diagnostics.append(_summarize(stage, "return", estimate.returns))
         out = batch.with_steps(advantage=estimate.advantages, **{"return": estimate.returns})
-        return PipelineResult(out, estimate.advantages, estimate.returns, diagnostics)
+        if estimate.keep is not None:
+            out = out.with_episodes(keep=estimate.keep)
+            diagnostics.append(_summarize(stage, "keep", estimate.keep))
+        return PipelineResult(
+            out, estimate.advantages, estimate.returns, diagnostics, estimate.keep
+        )
 
 
 def _check_finite(

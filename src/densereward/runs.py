@@ -195,6 +195,13 @@ class RunRecipe:
             spec.setdefault("estimator", estimator)
             spec.setdefault("name", str(name))
             methods[str(name)] = Recipe.from_dict(spec, f"{source}: methods.{name}")
+            if reasoning is None and getattr(
+                methods[str(name)].build()[2], "selects_trajectories", False
+            ):
+                raise ConfigError(
+                    f"{source}: methods.{name}.estimator",
+                    "selects trajectories, which only the reasoning world's GRPO trainer supports",
+                )
             unknown = [m for m in world_models(methods[str(name)]) if m not in WORLD_MODELS]
             if reasoning is not None and unknown:
                 raise ConfigError(

@@ -16,10 +16,12 @@ from densereward.estimators import (
     estimate_grpo,
     estimate_igpo,
     estimate_prime,
+    estimate_prof,
     estimate_reinforce_pp,
     estimate_rloo,
     estimate_step_grpo,
     policy_loss_weights,
+    prof_keep,
 )
 from tests.reference import estimators as reference
 from tests.strategies import batches, trees
@@ -111,6 +113,41 @@ def test_reinforce_pp_matches_reference(batch: Trajectories, kl_coef: float, gam
 def test_step_grpo_matches_reference(batch: Trajectories, weight: float, gamma: float) -> None:
     estimate = estimate_step_grpo(batch, process="prm", outcome_weight=weight, gamma=gamma)
     close(estimate.advantages, reference.step_grpo(batch, "prm", weight, gamma))
+
+
+@given(batches(max_trajectories=16), st.integers(1, 9))
+def test_prof_keeps_what_the_slow_filter_keeps(batch: Trajectories, keep: int) -> None:
+    np.testing.assert_array_equal(
+        prof_keep(batch, "prm", keep).numpy(), reference.prof_keep(batch, "prm", keep, 0.5)
+    )
+
+
+@given(batches(max_trajectories=16), st.integers(1, 9))
+def test_prof_is_grpo_on_the_kept_responses_alone(batch: Trajectories, keep: int) -> None:
+    estimate = estimate_prof(batch, "prm", keep)
+    assert estimate.keep is not None
+    kept = estimate.keep
+    outcome, group = batch.outcome, batch.episodes["group"]
+    assert outcome is not None
+    sub = Trajectories.from_episodes(
+        {"prm": [e for e, k in zip(batch.to_episodes("prm"), kept.tolist(), strict=True) if k]},
+        {"outcome": outcome[kept], "group": group[kept]},
+    )
+    on_kept = torch.repeat_interleave(kept, batch.lengths)
+    close(estimate.advantages[on_kept], reference.grpo(sub))
+    assert bool((estimate.advantages[~on_kept] == 0).all())
+
+
+def test_prof_drops_the_correct_response_the_prm_distrusts_and_the_wrong_one_it_likes() -> None:
+    batch = Trajectories.from_episodes(
+        {"prm": [[0.9, 0.8], [0.9, 0.1], [0.7], [0.2, 0.9], [0.1, 0.1, 0.1], [0.6]]},
+        {"outcome": [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], "group": [0] * 6},
+    )
+    # means: correct 0.85, 0.5, 0.7; incorrect 0.55, 0.1, 0.6 -> keep 2 + 2
+    assert prof_keep(batch, "prm", keep=4).tolist() == [True, False, True, True, True, False]
+    # five correct of six: with room for three, the one incorrect response stays
+    lopsided = batch.with_episodes(outcome=torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0]))
+    assert prof_keep(lopsided, "prm", keep=3).tolist() == [True, False, True, False, True, False]
 
 
 @given(batches(), gammas)

@@ -198,3 +198,21 @@ def fork_relative(batch: Trajectories, fork_weight: float, eps: float = 1e-6) ->
             for s in members:
                 fork[s] = value[s] - np.mean(value[members])
     return mean_z + fork_weight * fork
+
+
+def prof_keep(batch: Trajectories, process: str, keep: int, threshold: float) -> np.ndarray:
+    """Per group: sort correct responses by mean process reward, best first, incorrect ones
+    worst first; take as equal a share of each as the group allows, ``min(keep, n)`` in all."""
+    values = [v.mean() for v in _lists(batch, process)]
+    correct = _outcome(batch) > threshold
+    out = np.zeros(len(batch), dtype=bool)
+    for members in _group_members(batch).values():
+        good = sorted((i for i in members if correct[i]), key=lambda i: -values[i])
+        bad = sorted((i for i in members if not correct[i]), key=lambda i: values[i])
+        total = min(keep, len(members))
+        take_good = total // 2
+        take_good = max(take_good, total - len(bad))  # not enough incorrect: more correct
+        take_good = min(take_good, len(good))
+        for i in good[:take_good] + bad[: total - take_good]:
+            out[i] = True
+    return out

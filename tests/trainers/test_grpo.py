@@ -12,7 +12,7 @@ import torch
 from densereward.core.layouts import broadcast_to_tokens
 from densereward.core.registry import register
 from densereward.pipeline import Pipeline, Recipe
-from densereward.trainers.grpo import GRPOConfig, policy_loss, train_grpo
+from densereward.trainers.grpo import GRPOConfig, policy_loss, token_advantages, train_grpo
 from densereward.worlds.reasoning.rollouts import rollout
 from tests.reasoning_fixtures import generator, model, problems, tokenizer
 
@@ -42,6 +42,23 @@ def test_grpo_without_a_baseline_gives_zero_advantage_and_no_nan(case):
     lm.zero_grad()
     loss.backward()
     assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in lm.parameters())
+
+
+def test_responses_prof_drops_contribute_no_token_to_the_loss():
+    batch, rows, _ = rollout(model(), tokenizer(), problems(4, 2), 6, 16, generator=generator())
+    batch = batch.with_steps(prm=torch.rand(batch.num_steps, generator=generator(1)).double())
+    recipe = Recipe.from_dict({"estimator": {"kind": "prof", "process": "prm", "keep": 3}})
+    shaped = Pipeline(recipe)(batch)
+    assert shaped.keep is not None
+    assert shaped.trajectories.episode("keep").tolist() == shaped.keep.tolist()
+    assert int(shaped.keep.sum()) == 4 * 3
+    advantages, mask = token_advantages(shaped, rows)
+    full, covered = broadcast_to_tokens(
+        shaped.trajectories, shaped.advantages.float(), rows.responses.shape[1]
+    )
+    assert torch.equal(advantages, full)
+    assert torch.equal(mask, covered & rows.response_mask & shaped.keep[:, None])
+    assert bool(mask[shaped.keep].any(1).all()) and not bool(mask[~shaped.keep].any())
 
 
 def test_policy_loss_matches_the_per_token_formula():

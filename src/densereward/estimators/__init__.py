@@ -6,6 +6,7 @@ from densereward.estimators.fork import estimate_fork_relative
 from densereward.estimators.gae import estimate_gae
 from densereward.estimators.group import estimate_grpo, estimate_rloo, policy_loss_weights
 from densereward.estimators.igpo import estimate_igpo
+from densereward.estimators.prof import estimate_prof, prof_keep
 from densereward.estimators.reinforce_pp import estimate_reinforce_pp
 from densereward.estimators.step_grpo import estimate_prime, estimate_step_grpo
 
@@ -16,8 +17,10 @@ __all__ = [
     "estimate_grpo",
     "estimate_igpo",
     "estimate_prime",
+    "estimate_prof",
     "estimate_reinforce_pp",
     "estimate_rloo",
     "estimate_step_grpo",
     "policy_loss_weights",
+    "prof_keep",
 ]

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from densereward.core.layouts import broadcast_to_tokens
 from densereward.core.segments import segment_sum
 from densereward.models.language import Rows, token_logprobs
-from densereward.pipeline import Pipeline, Recipe
+from densereward.pipeline import Pipeline, PipelineResult, Recipe
 from densereward.signals.base import SignalContext
 from densereward.worlds.reasoning.rollouts import rollout
 from densereward.worlds.reasoning.tasks import Problem
@@ -115,6 +115,19 @@ def policy_loss(
     return loss, stats
 
 
+def token_advantages(shaped: PipelineResult, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each step's advantage spread over its tokens, ``[batch, width]``, and the tokens the loss
+    sees: response tokens inside a step span, of the responses the estimator kept (all, unless
+    it selects, as PROF does)."""
+    advantages, covered = broadcast_to_tokens(
+        shaped.trajectories, shaped.advantages.float(), rows.responses.shape[1]
+    )
+    mask = covered & rows.response_mask
+    if shaped.keep is not None:
+        mask &= shaped.keep[:, None]
+    return advantages, mask
+
+
 def train_grpo(
     config: GRPOConfig,
     policy: PreTrainedModel,
@@ -172,11 +185,7 @@ def train_grpo(
         samples += len(batch)
         generated += cost.generated_tokens
         shaped = pipeline(batch, update)
-        width = rows.responses.shape[1]
-        advantages, covered = broadcast_to_tokens(
-            shaped.trajectories, shaped.advantages.float(), width
-        )
-        mask = covered & rows.response_mask
+        advantages, mask = token_advantages(shaped, rows)
         with torch.no_grad():
             old = token_logprobs(policy, rows)
             ref = token_logprobs(reference, rows)
@@ -196,6 +205,8 @@ def train_grpo(
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
         record.update(_batch_metrics(shaped.trajectories, rows, stats))
+        if shaped.keep is not None:
+            record["kept_fraction"] = float(shaped.keep.double().mean())
         record["samples"] = float(samples)
         result.metrics.append(record)
         if progress:
@@ -219,4 +230,11 @@ def _batch_metrics(batch: Any, rows: Rows, stats: dict[str, float]) -> dict[str,
     return out
 
 
-__all__ = ["GRPOConfig", "GRPOResult", "evaluate_accuracy", "policy_loss", "train_grpo"]
+__all__ = [
+    "GRPOConfig",
+    "GRPOResult",
+    "evaluate_accuracy",
+    "policy_loss",
+    "token_advantages",
+    "train_grpo",
+]

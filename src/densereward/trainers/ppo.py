@@ -163,6 +163,11 @@ def train_ppo(
         )
         batch = _with_bootstrap(batch, agent)
         shaped = pipeline(batch, iteration=update)
+        if shaped.keep is not None:
+            raise ConfigError(
+                "estimator",
+                f"{pipeline.estimator.component_name} selects trajectories; PPO trains on every step",
+            )
         flat = shaped.trajectories
         advantages = shaped.advantages.float()
         returns = shaped.returns.float()
