@@ -276,7 +276,7 @@ def _resolved_recipe(recipe: Recipe) -> dict[str, Any]:
 
     def spec(component: Any) -> dict[str, Any]:
         fields = {
-            f.name: getattr(component, f.name) for f in dataclasses.fields(component) if f.repr
+            f.name: getattr(component, f.name) for f in dataclasses.fields(component) if f.init
         }
         return {"kind": component.component_name, **fields}
 

@@ -126,6 +126,11 @@ RECIPE_ERRORS = {
         "estimator: {kind: gae, gama: 0.9}\n",
         r"estimator\.gama: unknown parameter for estimator 'gae'",
     ),
+    "internal_state_is_not_a_parameter": (
+        "transforms:\n  - {kind: blend, history: [1.0]}\nestimator: {kind: gae}\n",
+        r"transforms\[0\]\.history: unknown parameter for transform 'blend' \(parameters: "
+        r"auxiliary, primary, target, initial, learning_rate, gamma, minimum, maximum\)",
+    ),
     "missing_estimator": ("transforms: []\n", r"missing 'estimator'"),
     "bad_yaml": ("estimator: {kind: grpo\n", r"invalid YAML"),
     "unknown_literal": (

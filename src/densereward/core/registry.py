@@ -45,6 +45,8 @@ class Component:
         hints = typing.get_type_hints(self.cls)
         out = []
         for f in dataclasses.fields(self.cls):
+            if not f.init:
+                continue
             if f.default is not dataclasses.MISSING:
                 default = f.default
             elif f.default_factory is not dataclasses.MISSING:
@@ -108,7 +110,8 @@ def build(kind: str, spec: Mapping[str, Any], path: str = "") -> Any:
         raise ConfigError(f"{path}.kind", f"expected a name, got {_show(name)}")
     component = lookup(kind, name, f"{path}.kind" if path else "kind")
     hints = typing.get_type_hints(component.cls)
-    fields = {f.name: f for f in dataclasses.fields(component.cls)}
+    # a component's parameters are its init fields; the others are state it keeps while in use
+    fields = {f.name: f for f in dataclasses.fields(component.cls) if f.init}
     values: dict[str, Any] = {}
     for key, value in spec.items():
         if key == "kind":

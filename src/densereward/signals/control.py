@@ -32,8 +32,8 @@ class ProgressPotential:
     demos: int = 20
     scale: float = 1.0
     fit_steps: int = 400
-    model: ProgressModel | None = field(default=None, repr=False)
-    fit_error: float | None = field(default=None, repr=False)
+    model: ProgressModel | None = field(default=None, init=False, repr=False)
+    fit_error: float | None = field(default=None, init=False, repr=False)
 
     def prepare(self, context: SignalContext) -> None:
         if context.demonstrations is None:
@@ -67,8 +67,12 @@ class CountBonus:
     """
 
     scale: float = 0.05
-    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    keys: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64), init=False, repr=False
+    )
+    counts: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64), init=False, repr=False
+    )
 
     def prepare(self, context: SignalContext) -> None:
         self.keys = np.zeros(0, dtype=np.int64)

@@ -35,9 +35,9 @@ class ReturnDecompositionSignal:
     batch_size: int = 32
     replay: int = 256
     learning_rate: float = 1e-3
-    model: ReturnPredictor | None = field(default=None, repr=False)
-    memory: deque = field(default_factory=deque, repr=False)
-    last_loss: float = field(default=float("nan"), repr=False)
+    model: ReturnPredictor | None = field(default=None, init=False, repr=False)
+    memory: deque = field(default_factory=deque, init=False, repr=False)
+    last_loss: float = field(default=float("nan"), init=False, repr=False)
 
     def prepare(self, context: SignalContext) -> None:
         torch.manual_seed(context.seed)

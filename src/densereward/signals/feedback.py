@@ -139,7 +139,7 @@ class AIFeedback:
     train_steps: int = 20
     examples_per_caption: int = 64
     workers: int = 4
-    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    state: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._describe: Callable[[np.ndarray], list[str]] = load_function(self.caption)  # type: ignore[assignment]

@@ -44,7 +44,7 @@ class RewardFunctionSignal:
     """
 
     function: str
-    callable_: RewardFunction | None = field(default=None, repr=False)
+    callable_: RewardFunction | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.callable_ = load_function(self.function)

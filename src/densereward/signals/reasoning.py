@@ -56,44 +56,53 @@ def step_token_sums(token_values: Tensor, batch: Trajectories) -> Tensor:
     return cumulative[rows, batch.token_spans[:, 1]] - cumulative[rows, batch.token_spans[:, 0]]
 
 
+@dataclass
+class _StepScorerSignal:
+    """A signal that scores steps with the step-scoring model (``ProcessRewardModel``) that the
+    context names ``model``."""
+
+    model: str
+    prm: Any = field(default=None, init=False, repr=False)
+
+    def prepare(self, context: SignalContext) -> None:
+        self.prm = _model(context, self.model, self.component_name)  # type: ignore[attr-defined]
+
+    def scorer(self) -> Any:
+        if self.prm is None:
+            raise ConfigError(
+                f"signals.{self.component_name}",  # type: ignore[attr-defined]
+                "prepare() was not called: no model",
+            )
+        return self.prm
+
+
 @register("signal", "prm", paper="Math-Shepherd (Wang et al. 2024)")
 @dataclass
-class PRMSignal:
+class PRMSignal(_StepScorerSignal):
     """Step scores ``σ(head(h_tag))`` of the process reward model named ``model``."""
 
     model: str = "prm"
-    prm: Any = field(default=None, repr=False)
-
-    def prepare(self, context: SignalContext) -> None:
-        self.prm = _model(context, self.model, "prm")
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if self.prm is None:
-            raise ConfigError("signals.prm", "prepare() was not called: no model")
-        scores = self.prm.score(trajectories_to_rows(batch), step_end_positions(batch))
+        scores = self.scorer().score(trajectories_to_rows(batch), step_end_positions(batch))
         return batch.with_steps(**{name: scores.to(torch.float64)})
 
 
 @register("signal", "progress", paper="Rewarding Progress (Setlur et al. 2024), PAV")
 @dataclass
-class ProgressSignal:
+class ProgressSignal(_StepScorerSignal):
     """``Q^μ`` after each step minus the value before it, from a prover-value model."""
 
     model: str = "prover_value"
-    prm: Any = field(default=None, repr=False)
-
-    def prepare(self, context: SignalContext) -> None:
-        self.prm = _model(context, self.model, "progress")
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if self.prm is None:
-            raise ConfigError("signals.progress", "prepare() was not called: no model")
+        scorer = self.scorer()
         rows = trajectories_to_rows(batch)
         ends = step_end_positions(batch)
         starts = torch.stack(
             [torch.arange(len(batch)), torch.full((len(batch),), rows.prompt_width - 1)], 1
         )
-        values = self.prm.score(rows, torch.cat([starts, ends])).to(torch.float64)
+        values = scorer.score(rows, torch.cat([starts, ends])).to(torch.float64)
         progress = step_differences(values[: len(batch)], values[len(batch) :], batch.segments)
         return batch.with_steps(**{name: progress})
 
@@ -120,9 +129,9 @@ class ImplicitPRMSignal:
     learning_rate: float = 1e-4
     updates: int = 1
     reference: str = "reference"
-    phi: Any = field(default=None, repr=False)
-    frozen: Any = field(default=None, repr=False)
-    optimizer: Any = field(default=None, repr=False)
+    phi: Any = field(default=None, init=False, repr=False)
+    frozen: Any = field(default=None, init=False, repr=False)
+    optimizer: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
@@ -228,8 +237,8 @@ class InformationGainSignal:
     answer_prefix: str = "#"
     answer: str = "answer"
     step_tag: str = "ки"
-    policy: Any = field(default=None, repr=False)
-    tokenizer: Any = field(default=None, repr=False)
+    policy: Any = field(default=None, init=False, repr=False)
+    tokenizer: Any = field(default=None, init=False, repr=False)
 
     def prepare(self, context: SignalContext) -> None:
         self.policy = _model(context, self.model, "information_gain")
@@ -286,8 +295,8 @@ class AnswerLikelihoodSignal:
     answer_prefix: str = "#"
     answer: str = "answer"
     step_tag: str = "ки"
-    policy: Any = field(default=None, repr=False)
-    tokenizer: Any = field(default=None, repr=False)
+    policy: Any = field(default=None, init=False, repr=False)
+    tokenizer: Any = field(default=None, init=False, repr=False)
 
     def prepare(self, context: SignalContext) -> None:
         self.policy = _model(context, self.model, "answer_likelihood")

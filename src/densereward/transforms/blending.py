@@ -49,8 +49,8 @@ class Blend:
     gamma: float = 0.99
     minimum: float = 0.0
     maximum: float = 2.0
-    weight: float | None = field(default=None, repr=False)
-    history: list[float] = field(default_factory=list, repr=False)
+    weight: float | None = field(default=None, init=False, repr=False)
+    history: list[float] = field(default_factory=list, init=False, repr=False)
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
         if self.weight is None:
