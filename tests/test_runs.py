@@ -148,7 +148,8 @@ name: tiny-reasoning
 world: {kind: reasoning, families: [arithmetic], min_ops: 1, max_ops: 2, layers: 1, width: 32,
         heads: 2, sft_examples: 128, sft_epochs: 1, eval_problems: 6, label_problems: 4,
         label_rollouts: 2, prm_epochs: 1, max_new_tokens: 16}
-trainer: {kind: grpo, updates: 2, prompts_per_update: 2, group_size: 3, max_new_tokens: 16, eval_every: 1}
+trainer: {kind: grpo, updates: 2, prompts_per_update: 2, group_size: 3, max_new_tokens: 16,
+          eval_every: 1}
 seeds: [0]
 methods:
   outcome: {estimator: {kind: grpo, reward: null}}
@@ -201,6 +202,7 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
         ("model: prm_mc", "model: prm_typo"),
         ("label_problems: 4", "label_problems: 4, sft_noise: 1.5"),
         ("label_problems: 4", "label_problems: 4, sft_corruptions: [typo]"),
+        ("group_size: 3, max_new_tokens: 16", "group_size: 3, max_new_tokens: 20"),
     ],
 )
 def test_bad_reasoning_recipe_is_one_line(tmp_path: Path, change, message) -> None:

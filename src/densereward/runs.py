@@ -150,6 +150,15 @@ class RunRecipe:
             except (ValueError, KeyError) as error:
                 raise ConfigError(f"{source}: world", str(error).strip("'\"")) from None
             values = _typed_fields(GRPOConfig, trainer, f"{source}: trainer", "GRPO", ("seed",))
+            # One response length: the reward models learn on the world's samples, so RL samples
+            # of another length would be scored off their training distribution.
+            length = values.setdefault("max_new_tokens", reasoning.max_new_tokens)
+            if length != reasoning.max_new_tokens:
+                raise ConfigError(
+                    f"{source}: trainer.max_new_tokens",
+                    f"{length} differs from world.max_new_tokens ({reasoning.max_new_tokens}); "
+                    "set the response length once, in the world",
+                )
             try:
                 config = GRPOConfig(**values)
             except ValueError as error:
