@@ -251,42 +251,60 @@ def dataclass_seed(config: GRPOConfig, seed: int) -> GRPOConfig:
     return dataclasses.replace(config, seed=seed)
 
 
+def markdown_table(log, title: str, header: list[str], rows) -> None:
+    log(f"\n{title}")
+    log("| " + " | ".join(header) + " |")
+    log("|" + "---|" * len(header))
+    for row in rows:
+        log("| " + " | ".join(row) + " |")
+
+
 def print_tables(curves, f1_rows, throughput, hacking, log, bon=None, prm_hacking=None) -> None:
     if curves:
         print_curves(curves, log)
     if f1_rows:
-        log("\n3. first-error F1 on 400 held-out ProcessBench-format items (exact labels)")
-        log("| reward model | F1 (mean over seeds) |")
-        log("|---|---|")
-        for name, values in f1_rows.items():
-            log(f"| {name} | {100 * np.mean(values):.1f} |")
+        markdown_table(
+            log,
+            "3. first-error F1 on 400 held-out ProcessBench-format items (exact labels)",
+            ["reward model", "F1 (mean over seeds)"],
+            ([name, f"{100 * np.mean(values):.1f}"] for name, values in f1_rows.items()),
+        )
     if throughput:
         log(
             f"\nPRM scoring {throughput['prm_tokens_per_s']:,.0f} tokens/s vs plain forward "
             f"{throughput['forward_tokens_per_s']:,.0f} tokens/s: ratio {throughput['ratio']:.2f}"
         )
     if bon:
-        log("\n3b. best-of-8 reranking of SFT samples on the held-out problems")
-        log("| scorer / aggregation | accuracy |")
-        log("|---|---|")
-        for name, values in bon.items():
-            log(f"| {name} | {np.mean(values):.3f} |")
+        markdown_table(
+            log,
+            "3b. best-of-8 reranking of SFT samples on the held-out problems",
+            ["scorer / aggregation", "accuracy"],
+            ([name, f"{np.mean(values):.3f}"] for name, values in bon.items()),
+        )
     for title, table in (
         ("4. reward hacking: lenient step judge (true statement?) summed over steps", hacking),
         ("4b. reward hacking: the MC-PRM's step scores summed over steps", prm_hacking),
     ):
         if not table:
             continue
-        log(f"\n{title}")
-        log("| reward | reward sum first→last | steps first→last | held-out accuracy first→last |")
-        log("|---|---|---|---|")
-        for name, runs in table.items():
-            k = {key: np.mean([r[key] for r in runs]) for key in runs[0]}
-            log(
-                f"| {name} | {k['reward_first']:.2f} → {k['reward_last']:.2f} | "
-                f"{k['steps_first']:.2f} → {k['steps_last']:.2f} | "
-                f"{k['accuracy_first']:.3f} → {k['accuracy_last']:.3f} |"
-            )
+        means = {
+            name: {key: np.mean([r[key] for r in runs]) for key in runs[0]}
+            for name, runs in table.items()
+        }
+        markdown_table(
+            log,
+            title,
+            ["reward", "reward sum first→last", "steps first→last", "held-out accuracy first→last"],
+            (
+                [
+                    name,
+                    f"{k['reward_first']:.2f} → {k['reward_last']:.2f}",
+                    f"{k['steps_first']:.2f} → {k['steps_last']:.2f}",
+                    f"{k['accuracy_first']:.3f} → {k['accuracy_last']:.3f}",
+                ]
+                for name, k in means.items()
+            ),
+        )
 
 
 def print_curves(curves, log) -> None:
@@ -295,24 +313,30 @@ def print_curves(curves, log) -> None:
         m: [(c[0][i][0], float(np.mean([run[i][1] for run in c]))) for i in range(len(c[0]))]
         for m, c in ((m, curves[m]) for m in methods)
     }
-    log("\n1. held-out accuracy (avg of 4 samples, T=1) vs training samples, mean over seeds")
-    log("| samples | " + " | ".join(methods) + " |")
-    log("|---|" + "---|" * len(methods))
-    for i, (samples, _) in enumerate(mean_curves[methods[0]]):
-        log(
-            f"| {samples:,.0f} | "
-            + " | ".join(f"{mean_curves[m][i][1]:.3f}" for m in methods)
-            + " |"
-        )
+    markdown_table(
+        log,
+        "1. held-out accuracy (avg of 4 samples, T=1) vs training samples, mean over seeds",
+        ["samples", *methods],
+        (
+            [f"{samples:,.0f}", *(f"{mean_curves[m][i][1]:.3f}" for m in methods)]
+            for i, (samples, _) in enumerate(mean_curves[methods[0]])
+        ),
+    )
     target = mean_curves["outcome"][-1][1]
     base = samples_to_reach(mean_curves["outcome"], target)
-    log(f"\n2. samples to reach outcome-only's final accuracy ({target:.3f})")
-    log("| method | samples | ratio vs outcome |")
-    log("|---|---|---|")
-    for m in methods:
-        need = samples_to_reach(mean_curves[m], target)
-        ratio = need / base if np.isfinite(need) and base > 0 else float("inf")
-        log(f"| {m} | {need:,.0f} | {ratio:.2f} |")
+
+    def ratio(need: float) -> float:
+        return need / base if np.isfinite(need) and base > 0 else float("inf")
+
+    markdown_table(
+        log,
+        f"2. samples to reach outcome-only's final accuracy ({target:.3f})",
+        ["method", "samples", "ratio vs outcome"],
+        (
+            [m, f"{need:,.0f}", f"{ratio(need):.2f}"]
+            for m, need in ((m, samples_to_reach(mean_curves[m], target)) for m in methods)
+        ),
+    )
 
 
 if __name__ == "__main__":
