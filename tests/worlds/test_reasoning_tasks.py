@@ -10,13 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from densereward.models.language import encode_rows
 from densereward.worlds.reasoning.export import (
     preference_records,
     processbench_records,
     stepwise_records,
 )
+from densereward.worlds.reasoning.rollouts import graded_batch, policy_prompt
 from densereward.worlds.reasoning.tasks import (
     CORRUPTIONS,
+    STEP_TAG,
     Difficulty,
     Problem,
     TaskSpec,
@@ -29,7 +32,7 @@ from densereward.worlds.reasoning.tasks import (
     step_is_true,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
-from densereward.worlds.reasoning.world import demonstrations
+from densereward.worlds.reasoning.world import demonstrations, exact_step_labels
 
 ALL = TaskSpec(("arithmetic", "equation", "lists"), Difficulty(min_ops=1, max_ops=5))
 
@@ -184,3 +187,31 @@ def test_noisy_demonstrations_corrupt_the_asked_fraction():
         [grade(s.problem, t).first_error >= 0 for s, t in zip(data, texts, strict=True)]
     )
     assert abs(corrupted - 0.3) < 4 * np.sqrt(0.3 * 0.7 / len(data))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), pieces=st.lists(st.integers(0, 6), min_size=1, max_size=8))
+def test_reward_model_labels_line_up_with_the_step_spans_rollouts_cut(seed, pieces):
+    """The labels a reward model trains on (``exact_step_labels``) must be one per step span of
+    the encoded response and equal the ``label`` column ``graded_batch`` gives the same text —
+    also for malformed responses: a tag after the answer, empty steps, no answer, cut mid-step."""
+    problem = sample_problems(TaskSpec(("arithmetic",), Difficulty(1, 3)), 1, seed)[0].problem
+    canonical = list(problem.steps)
+
+    def piece(kind: int, i: int) -> str:
+        return [
+            canonical[i % len(canonical)] + STEP_TAG,
+            STEP_TAG,
+            "#" + problem.answer,
+            "#" + problem.answer + STEP_TAG,
+            canonical[i % len(canonical)][:2],
+            "1+1=3" + STEP_TAG,
+            "#",
+        ][kind]
+
+    response = "".join(piece(kind, i) for i, kind in enumerate(pieces))
+    rows = encode_rows(build_tokenizer(), [policy_prompt(problem)], [response])
+    batch = graded_batch(rows, build_tokenizer(), [problem], np.array([0]))
+    assert batch.text["response"] == [response]
+    [labels] = exact_step_labels([problem], [response])
+    assert labels == batch.step("label").tolist()

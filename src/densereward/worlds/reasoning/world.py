@@ -113,6 +113,26 @@ def demonstrations(
     return out
 
 
+def tag_aligned(response: str, values: Sequence[float]) -> list[float]:
+    """One value per step tag of ``response``, as its step spans are cut: the values of the parsed
+    steps, then 0 for tags the parser does not count as steps (a tag written after the answer
+    mark, ``...#6ки``: nothing after the answer is progress), as ``graded_batch`` lays labels out.
+    """
+    tags = response.count(STEP_TAG)
+    return [*values[:tags], *[0.0] * (tags - len(values[:tags]))]
+
+
+def exact_step_labels(problems: Sequence[Problem], responses: Sequence[str]) -> list[list[float]]:
+    """Exact labels for every step span of each response as ``encode_rows`` lays it out: one
+    per step tag (``tag_aligned``), then the tail (answer and EOS), right only if everything is."""
+    out = []
+    for problem, response in zip(problems, responses, strict=True):
+        verdict = grade(problem, response)
+        tagged = tag_aligned(response, [float(v) for v in verdict.labels])
+        out.append([*tagged, float(verdict.correct and verdict.first_error == -1)])
+    return out
+
+
 @dataclass
 class ReasoningWorld:
     """The built world. ``models(names)`` trains (once) and returns the reward models asked for."""
@@ -229,18 +249,6 @@ class ReasoningWorld:
         self.timings[name] = time.perf_counter() - started
         return model
 
-    def step_labels_exact(
-        self, problems: Sequence[Problem], responses: Sequence[str]
-    ) -> list[list[float]]:
-        """Exact labels for every step span of each response as ``encode_rows`` lays it out: one
-        per step tag, then the tail (answer and EOS), right only if everything is."""
-        out = []
-        for problem, response in zip(problems, responses, strict=True):
-            verdict = grade(problem, response)
-            tagged = [float(v) for v in verdict.labels[: response.count(STEP_TAG)]]
-            out.append([*tagged, float(verdict.correct and verdict.first_error == -1)])
-        return out
-
     def models(self, names: Sequence[str]) -> dict[str, Any]:
         """Reward models by name: ``prm_exact``, ``prm_mc`` (hard MC labels), ``prm_mc_soft``,
         ``prover_value`` (soft MC values with ``V(s_0)``, for PAV)."""
@@ -251,7 +259,7 @@ class ReasoningWorld:
                 continue
             problems, responses = self.label_set()
             if name == "prm_exact":
-                labels = self.step_labels_exact(problems, responses)
+                labels = exact_step_labels(problems, responses)
                 model = self._train(name, problems, responses, labels, None)
             elif name in ("prm_mc", "prm_mc_soft", "prover_value"):
                 mc = self.mc_labels(problems, responses)
@@ -284,7 +292,7 @@ class ReasoningWorld:
         )
         soft = []
         for problem, response, row in zip(problems, responses, labels.soft, strict=True):
-            soft.append([*row, float(grade(problem, response).correct)])
+            soft.append([*tag_aligned(response, row), float(grade(problem, response).correct)])
         result = type(labels)(soft, labels.start, labels.generated_tokens)
         self.cache["mc"] = result
         self.timings["mc_labels"] = time.perf_counter() - started
