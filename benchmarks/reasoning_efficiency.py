@@ -5,7 +5,7 @@ Not a test: it trains. ``python benchmarks/reasoning_efficiency.py [--seeds 0 1]
 prints these tables (and writes them as JSON with ``--out``):
 
 1. accuracy (mean over 4 samples per held-out problem, temperature 1) at each evaluation, per
-   method, averaged over seeds;
+   method, averaged over seeds; 1b. held-out process accuracy (no wrong step) at the end;
 2. samples each method needs to reach outcome-only GRPO's final accuracy, and the ratio to
    outcome-only's own (≤ 0.5 is the target);
 3. first-error F1 (ProcessBench's metric) of each reward model on a held-out ProcessBench-format
@@ -138,6 +138,7 @@ def main() -> None:
         config = dataclasses.replace(config, updates=args.updates)
     report: dict = {"config": config.__dict__, "seeds": args.seeds}
     all_curves: dict[str, list[list[tuple[float, float]]]] = {}
+    process_rows: dict[str, list[tuple[float, float]]] = {}
     f1_rows: dict[str, list[float]] = {}
     throughput = None
     bon_rows: dict[str, list[float]] = {}
@@ -157,6 +158,10 @@ def main() -> None:
             )
             for name, curve in curves.items():
                 all_curves.setdefault(name, []).append(curve)
+                final = results[name].metrics[-1]
+                process_rows.setdefault(name, []).append(
+                    (final["eval_process_accuracy"], final["eval_steps"])
+                )
             # first-error F1 on held-out items with exact labels
             held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
             records = processbench_records(held_out, seed=seed)
@@ -191,8 +196,23 @@ def main() -> None:
                     table.setdefault(name, []).append(summary)
                     log(f"  hacking {name}: {summary}")
     print_tables(all_curves, f1_rows, throughput, hacking, log, bon_rows, prm_hacking)
+    if process_rows:
+        markdown_table(
+            log,
+            "1b. at the end: held-out process accuracy (sampled responses with no wrong step)",
+            ["method", "process accuracy", "steps per response"],
+            (
+                [
+                    name,
+                    f"{np.mean([r[0] for r in rows]):.3f}",
+                    f"{np.mean([r[1] for r in rows]):.2f}",
+                ]
+                for name, rows in process_rows.items()
+            ),
+        )
     report.update(
         curves=all_curves,
+        process=process_rows,
         f1=f1_rows,
         throughput=throughput,
         hacking=hacking,
