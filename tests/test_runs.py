@@ -156,6 +156,9 @@ methods:
   mc_prm:
     signals: {prm: {kind: prm, model: prm_mc}}
     estimator: {kind: step_grpo, process: prm}
+  prof:
+    signals: {prm: {kind: prm, model: prm_mc}}
+    estimator: {kind: prof, process: prm, keep: 2}
 """
 
 
@@ -176,7 +179,7 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
         "report.md",
     ]
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
-    for method in ("outcome", "mc_prm"):
+    for method in ("outcome", "mc_prm", "prof"):
         run = [r for r in metrics if r["method"] == method]
         # one row per update plus the final evaluation; 2 prompts x 3 responses per update
         assert [r["samples"] for r in run] == [6, 12, 12]
@@ -184,6 +187,8 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
     assert all(
         r["reward/prm"] is not None for r in metrics if r["method"] == "mc_prm" and r["update"] < 2
     )
+    # PROF trains on 2 of each group's 3 responses
+    assert [r["kept_fraction"] for r in metrics if r["method"] == "prof"][:2] == [2 / 3, 2 / 3]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["world"]["kind"] == "reasoning" and config["trainer"]["kind"] == "grpo"
     report = (out / "report.md").read_text()
