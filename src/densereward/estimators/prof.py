@@ -23,9 +23,10 @@ def prof_keep(
     keep ``m = min(keep, n)``: the ``m+`` correct responses with the *highest* mean process
     reward ``v_i = (1/T_i) sum_t r_{i,t}`` and the ``m-`` incorrect ones with the *lowest*, where
     ``m+ = min(n+, max(m - n-, floor(m/2)))`` and ``m- = m - m+`` — as balanced as the group
-    allows, removing from the larger side (Ye et al., 2025, "Beyond Correctness", Algorithm 1: a
-    correct response the PRM distrusts, or a wrong one it likes, is the one to drop). Only the
-    order of ``v`` within a group matters; ties keep the earlier response.
+    allows, removing from the larger side. This is PROF (Ye et al., 2025, "Beyond Correctness"):
+    a correct response the PRM distrusts, or a wrong one it likes, is the one to drop; the exact
+    split ``m+``/``m-`` is our reading of the paper's "balance the correct-incorrect ratio". Only
+    the order of ``v`` within a group matters; ties keep the earlier response.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
@@ -38,7 +39,7 @@ def prof_keep(
     kept_positive = torch.minimum(positives, torch.maximum(kept - (size - positives), kept // 2))
     quota = torch.where(correct, kept_positive[groups.index], (kept - kept_positive)[groups.index])
     # Rank inside each (group, correct) bucket, best first: correct by value descending,
-    # incorrect ascending. Three stable sorts give the lexicographic order.
+    # incorrect ascending: stable sorts by value, then by bucket, give that order.
     bucket = groups.index * 2 + correct.long()
     order = torch.argsort(torch.where(correct, -value, value), stable=True)
     order = order[torch.argsort(bucket[order], stable=True)]
