@@ -43,7 +43,7 @@ import torch
 import yaml
 
 from densereward.core.errors import ConfigError, DenseRewardError
-from densereward.core.registry import coerce
+from densereward.core.registry import coerce, lookup
 from densereward.pipeline import Pipeline, Recipe, check_keys, load_yaml
 from densereward.signals.base import SignalContext
 from densereward.trainers.grpo import GRPOConfig, GRPOResult, train_grpo
@@ -205,7 +205,7 @@ class RunRecipe:
             spec.setdefault("name", str(name))
             methods[str(name)] = Recipe.from_dict(spec, f"{source}: methods.{name}")
             if reasoning is None and getattr(
-                methods[str(name)].build()[2], "selects_trajectories", False
+                lookup("estimator", spec["estimator"]["kind"]).cls, "selects_trajectories", False
             ):
                 raise ConfigError(
                     f"{source}: methods.{name}.estimator",

@@ -122,3 +122,16 @@ def test_success_is_reported_only_where_the_environment_defines_it() -> None:
     # MiniGrid: reaching the goal terminates with a positive reward.
     empty = train_ppo(PPOConfig(**TINY, seed=0)).metrics
     assert any(row["success_rate"] > 0 for row in empty if row["episodes"])
+
+
+def test_ppo_refuses_an_estimator_that_drops_trajectories_before_any_rollout(monkeypatch):
+    from densereward.core.errors import ConfigError
+    from densereward.trainers import ppo
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("environments were made before the estimator was checked")
+
+    monkeypatch.setattr(ppo, "make_vector_env", no_env)
+    pipeline = Pipeline(Recipe.from_dict({"estimator": {"kind": "prof", "process": "reward"}}))
+    with pytest.raises(ConfigError, match="estimator: prof selects trajectories"):
+        train_ppo(PPOConfig(**TINY), pipeline)

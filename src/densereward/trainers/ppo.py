@@ -71,6 +71,11 @@ def train_ppo(
     on_update: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     pipeline = pipeline or Pipeline(default_recipe())
+    if getattr(pipeline.estimator, "selects_trajectories", False):
+        raise ConfigError(
+            "estimator",
+            f"{pipeline.estimator.component_name} selects trajectories; PPO trains on every step",
+        )
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
     envs = make_vector_env(config.env_id, config.num_envs)
@@ -163,11 +168,6 @@ def train_ppo(
         )
         batch = _with_bootstrap(batch, agent)
         shaped = pipeline(batch, iteration=update)
-        if shaped.keep is not None:
-            raise ConfigError(
-                "estimator",
-                f"{pipeline.estimator.component_name} selects trajectories; PPO trains on every step",
-            )
         flat = shaped.trajectories
         advantages = shaped.advantages.float()
         returns = shaped.returns.float()
