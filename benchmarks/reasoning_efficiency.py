@@ -195,21 +195,7 @@ def main() -> None:
                     summary = hacking_run(world, hack_config, Recipe.from_dict(spec), column)
                     table.setdefault(name, []).append(summary)
                     log(f"  hacking {name}: {summary}")
-    print_tables(all_curves, f1_rows, throughput, hacking, log, bon_rows, prm_hacking)
-    if process_rows:
-        markdown_table(
-            log,
-            "1b. at the end: held-out process accuracy (sampled responses with no wrong step)",
-            ["method", "process accuracy", "steps per response"],
-            (
-                [
-                    name,
-                    f"{np.mean([r[0] for r in rows]):.3f}",
-                    f"{np.mean([r[1] for r in rows]):.2f}",
-                ]
-                for name, rows in process_rows.items()
-            ),
-        )
+    print_tables(all_curves, f1_rows, throughput, hacking, log, bon_rows, prm_hacking, process_rows)
     report.update(
         curves=all_curves,
         process=process_rows,
@@ -279,9 +265,25 @@ def markdown_table(log, title: str, header: list[str], rows) -> None:
         log("| " + " | ".join(row) + " |")
 
 
-def print_tables(curves, f1_rows, throughput, hacking, log, bon=None, prm_hacking=None) -> None:
+def print_tables(
+    curves, f1_rows, throughput, hacking, log, bon=None, prm_hacking=None, process=None
+) -> None:
     if curves:
         print_curves(curves, log)
+    if process:
+        markdown_table(
+            log,
+            "1b. at the end: held-out process accuracy (sampled responses with no wrong step)",
+            ["method", "process accuracy", "steps per response"],
+            (
+                [
+                    name,
+                    f"{np.mean([r[0] for r in rows]):.3f}",
+                    f"{np.mean([r[1] for r in rows]):.2f}",
+                ]
+                for name, rows in process.items()
+            ),
+        )
     if f1_rows:
         markdown_table(
             log,
