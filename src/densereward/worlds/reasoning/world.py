@@ -124,7 +124,10 @@ def tag_aligned(response: str, values: Sequence[float]) -> list[float]:
 
 def exact_step_labels(problems: Sequence[Problem], responses: Sequence[str]) -> list[list[float]]:
     """Exact labels for every step span of each response as ``encode_rows`` lays it out: one
-    per step tag (``tag_aligned``), then the tail (answer and EOS), right only if everything is."""
+    per step tag (``tag_aligned``), then the tail (answer and EOS), right only if everything is,
+    answer included. Where the tail is itself a complete right step with no answer after it,
+    ``graded_batch`` labels that span 1 (the step is right) and this labels it 0 (the response
+    is not): the only span on which the two disagree."""
     out = []
     for problem, response in zip(problems, responses, strict=True):
         verdict = grade(problem, response)
