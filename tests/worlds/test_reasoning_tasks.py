@@ -196,7 +196,7 @@ def test_reward_model_labels_line_up_with_the_step_spans_rollouts_cut(seed, piec
     the encoded response and equal the ``label`` column ``graded_batch`` gives the same text —
     also for malformed responses: a tag after the answer, empty steps, no answer, cut mid-step.
     (Not generated: a complete right last step with neither tag nor answer, the one span where
-    the two differ by design; see ``exact_step_labels``.)"""
+    the two differ; see ``exact_step_labels``.)"""
     problem = sample_problems(TaskSpec(("arithmetic",), Difficulty(1, 3)), 1, seed)[0].problem
     canonical = list(problem.steps)
 
