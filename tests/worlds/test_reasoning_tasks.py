@@ -190,13 +190,12 @@ def test_noisy_demonstrations_corrupt_the_asked_fraction():
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), pieces=st.lists(st.integers(0, 6), min_size=1, max_size=8))
+@given(seed=st.integers(0, 10_000), pieces=st.lists(st.integers(0, 7), min_size=1, max_size=8))
 def test_reward_model_labels_line_up_with_the_step_spans_rollouts_cut(seed, pieces):
     """The labels a reward model trains on (``exact_step_labels``) must be one per step span of
     the encoded response and equal the ``label`` column ``graded_batch`` gives the same text —
-    also for malformed responses: a tag after the answer, empty steps, no answer, cut mid-step.
-    (Not generated: a complete right last step with neither tag nor answer, the one span where
-    the two differ; see ``exact_step_labels``.)"""
+    also for malformed responses: a tag after the answer, empty steps, no answer, cut mid-step,
+    a complete right last step with neither tag nor answer."""
     problem = sample_problems(TaskSpec(("arithmetic",), Difficulty(1, 3)), 1, seed)[0].problem
     canonical = list(problem.steps)
 
@@ -209,6 +208,7 @@ def test_reward_model_labels_line_up_with_the_step_spans_rollouts_cut(seed, piec
             canonical[i % len(canonical)][:2],
             "1+1=3" + STEP_TAG,
             "#",
+            canonical[i % len(canonical)],
         ][kind]
 
     response = "".join(piece(kind, i) for i, kind in enumerate(pieces))
@@ -217,3 +217,7 @@ def test_reward_model_labels_line_up_with_the_step_spans_rollouts_cut(seed, piec
     assert batch.text["response"] == [response]
     [labels] = exact_step_labels([problem], [response])
     assert labels == batch.step("label").tolist()
+    # from first principles: right steps, then wrong ones; the tail is right exactly when the
+    # response is the canonical solution
+    assert labels == sorted(labels, reverse=True)
+    assert labels[-1] == float(response == problem.response)

@@ -16,7 +16,7 @@ from densereward.models.language import (
     rows_to_trajectories,
     sample,
 )
-from densereward.worlds.reasoning.tasks import STEP_TAG, Problem, grade, step_is_true
+from densereward.worlds.reasoning.tasks import STEP_TAG, Problem, grade, span_labels, step_is_true
 
 PROMPT_SUFFIX = "=?"
 
@@ -34,8 +34,8 @@ def graded_batch(
 ) -> Trajectories:
     """Rows of responses to ``problems[group[i]]`` as trajectories: steps end at step tags;
     ``outcome`` 1.0 if the answer is right; step column ``label`` holds the exact process labels
-    (1 before the first wrong step, 0 from it on; the answer step is 1 only if everything is
-    right); step column ``step_true``: whether the step is a true statement at all (what a lenient
+    (``span_labels``: 1 before the first wrong step, 0 from it on; the span after the last tag is
+    1 only if the whole response is right); step column ``step_true``: whether the step is a true statement at all (what a lenient
     judge checks, blind to repeated steps); ``first_error`` per trajectory; the reference answer as
     ``text["answer"]``."""
     texts = decode_responses(tokenizer, rows)
@@ -54,21 +54,16 @@ def graded_batch(
             "answer": [problems[g].answer for g in group],
         },
     )
-    # exact labels per step span: tagged steps get the verifier's labels, the tail (answer) gets
-    # "all right"; a response whose tail is itself a step (no answer) is cut the same way.
     # ``step_true`` is a lenient judge's verdict: the step is a true statement, relevant or not.
     labels = np.zeros(batch.num_steps)
     true = np.zeros(batch.num_steps)
     lengths = batch.lengths.numpy()
     starts = batch.offsets[:-1].numpy()
     for i, g in enumerate(grades):  # grading is per string; this only lays its labels out
-        step_labels = g.labels[: lengths[i]]
-        labels[starts[i] : starts[i] + len(step_labels)] = step_labels
+        labels[starts[i] : starts[i] + lengths[i]] = span_labels(g, texts[i], lengths[i])
         problem = problems[group[i]]
         verdicts = [float(step_is_true(problem, s)) for s in g.steps[: lengths[i]]]
         true[starts[i] : starts[i] + len(verdicts)] = verdicts
-        if len(g.steps) < lengths[i]:
-            labels[starts[i] + lengths[i] - 1] = float(g.correct and g.first_error == -1)
     return batch.with_steps(label=torch.from_numpy(labels), step_true=torch.from_numpy(true))
 
 

@@ -108,6 +108,33 @@ def parse_response(response: str) -> tuple[tuple[str, ...], str | None]:
     return steps, answer_or_none
 
 
+def tag_aligned(response: str, values: Sequence[float]) -> list[float]:
+    """One value per step tag of ``response``, as its step spans are cut: the values of the parsed
+    steps, then 0 for tags the parser does not count as steps (a tag written after the answer
+    mark, ``...#6ки``: nothing after the answer is progress)."""
+    tags = response.count(STEP_TAG)
+    return [*values[:tags], *[0.0] * (tags - len(values[:tags]))]
+
+
+def span_labels(verdict: Grade, response: str, spans: int) -> list[float]:
+    """Exact labels for the first ``spans`` step spans of ``response`` as
+    ``models.language.response_step_spans`` cuts it: each tagged span gets its step's label
+    (``tag_aligned``), and the span after the last tag (answer, EOS) is right only if the whole
+    response is: the answer right and no wrong step. So a response that stops after a right step
+    without answering ends on a 0 — it stopped short.
+
+    >>> p = Problem("arithmetic", "(1+2)*2", ("1+2=3", "3*2=6"), "6")
+    >>> span_labels(grade(p, "1+2=3ки3*2=6ки#6"), "1+2=3ки3*2=6ки#6", 3)
+    [1.0, 1.0, 1.0]
+    >>> span_labels(grade(p, "1+2=3ки3*2=6"), "1+2=3ки3*2=6", 2)
+    [1.0, 0.0]
+    """
+    tags = response.count(STEP_TAG)
+    tagged = tag_aligned(response, [float(v) for v in verdict.labels])
+    whole = float(verdict.correct and verdict.first_error == -1)
+    return tagged[:spans] + [whole] * (spans - tags)
+
+
 def _normalize(text: str) -> str:
     return re.sub(r"\s+", "", text)
 

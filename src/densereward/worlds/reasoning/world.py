@@ -38,6 +38,8 @@ from densereward.worlds.reasoning.tasks import (
     parse_response,
     render_response,
     sample_problems,
+    span_labels,
+    tag_aligned,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
 
@@ -113,27 +115,14 @@ def demonstrations(
     return out
 
 
-def tag_aligned(response: str, values: Sequence[float]) -> list[float]:
-    """One value per step tag of ``response``, as its step spans are cut: the values of the parsed
-    steps, then 0 for tags the parser does not count as steps (a tag written after the answer
-    mark, ``...#6ки``: nothing after the answer is progress), as ``graded_batch`` lays labels out.
-    """
-    tags = response.count(STEP_TAG)
-    return [*values[:tags], *[0.0] * (tags - len(values[:tags]))]
-
-
 def exact_step_labels(problems: Sequence[Problem], responses: Sequence[str]) -> list[list[float]]:
-    """Exact labels for every step span of each response as ``encode_rows`` lays it out: one
-    per step tag (``tag_aligned``), then the tail (answer and EOS), right only if everything is,
-    answer included. Where the tail is itself a complete right step with no answer after it,
-    ``graded_batch`` labels that span 1 (the step is right) and this labels it 0 (the response
-    is not): the only span on which the two disagree."""
-    out = []
-    for problem, response in zip(problems, responses, strict=True):
-        verdict = grade(problem, response)
-        tagged = tag_aligned(response, [float(v) for v in verdict.labels])
-        out.append([*tagged, float(verdict.correct and verdict.first_error == -1)])
-    return out
+    """Exact labels for every step span of each response as ``encode_rows`` lays it out (the
+    tagged steps, then the tail: answer and EOS), the same as ``graded_batch``'s ``label``
+    column for the same text (``span_labels``)."""
+    return [
+        span_labels(grade(problem, response), response, response.count(STEP_TAG) + 1)
+        for problem, response in zip(problems, responses, strict=True)
+    ]
 
 
 @dataclass
