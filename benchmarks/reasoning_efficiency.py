@@ -112,6 +112,12 @@ def main() -> None:
     parser.add_argument(
         "--hacking-only", action="store_true", help="only the reward-hacking tables (4 and 4b)"
     )
+    parser.add_argument(
+        "--reward-models-only",
+        action="store_true",
+        help="only the reward models' first-error F1, best-of-N and throughput (tables 2-3b, "
+        "no RL; the implicit PRM needs its RL run and is left out)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--throughput-only",
@@ -153,37 +159,22 @@ def main() -> None:
             f"MC labels {world.cache['mc'].generated_tokens:,} generated tokens"
         )
         if not args.hacking_only:
-            curves, results = run_methods(
-                world, dict(recipe.methods), dataclass_seed(config, seed), log
-            )
-            for name, curve in curves.items():
-                all_curves.setdefault(name, []).append(curve)
-                final = results[name].metrics[-1]
-                process_rows.setdefault(name, []).append(
-                    (final["eval_process_accuracy"], final["eval_steps"])
+            results = None
+            if not args.reward_models_only:
+                curves, results = run_methods(
+                    world, dict(recipe.methods), dataclass_seed(config, seed), log
                 )
-            # first-error F1 on held-out items with exact labels
-            held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
-            records = processbench_records(held_out, seed=seed)
-            labels = [r["label"] for r in records]
-            judges = {
-                name: prm_first_errors(world.cache[name], world.tokenizer, records)
-                for name in ("prm_exact", "prm_mc", "prover_value")
-            }
-            for name, predictions in judges.items():
-                f1_rows.setdefault(name, []).append(first_error_f1(labels, predictions).f1)
-            phi = results["implicit_prm"].pipeline.signals["implicit_reward"].phi
-            if phi is not None:
-                predictions = implicit_first_errors(
-                    phi, world.policy, world.tokenizer, records, 0.05
-                )
-                f1_rows.setdefault("implicit_prm (after RL)", []).append(
-                    first_error_f1(labels, predictions).f1
-                )
+                for name, curve in curves.items():
+                    all_curves.setdefault(name, []).append(curve)
+                    final = results[name].metrics[-1]
+                    process_rows.setdefault(name, []).append(
+                        (final["eval_process_accuracy"], final["eval_steps"])
+                    )
+            records = first_error_f1_rows(world, recipe, seed, f1_rows, results)
             best_of_n(world, seed, bon_rows, log)
             if throughput is None:
                 throughput = prm_throughput(world.cache["prm_mc"], world.tokenizer, records[:256])
-        if not args.skip_hacking:
+        if not (args.skip_hacking or args.reward_models_only):
             hack_config = dataclasses.replace(
                 config, seed=seed, updates=args.hacking_updates, eval_every=10
             )
@@ -207,6 +198,24 @@ def main() -> None:
     )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1, default=float))
+
+
+def first_error_f1_rows(world: ReasoningWorld, recipe: RunRecipe, seed: int, rows, results):
+    """First-error F1 of each trained PRM (and of the implicit PRM, given its RL run's
+    ``results``) on 400 held-out ProcessBench-format items with exact labels; returns them."""
+    held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
+    records = processbench_records(held_out, seed=seed)
+    labels = [r["label"] for r in records]
+    for name in ("prm_exact", "prm_mc", "prover_value"):
+        predictions = prm_first_errors(world.cache[name], world.tokenizer, records)
+        rows.setdefault(name, []).append(first_error_f1(labels, predictions).f1)
+    phi = results["implicit_prm"].pipeline.signals["implicit_reward"].phi if results else None
+    if phi is not None:
+        predictions = implicit_first_errors(phi, world.policy, world.tokenizer, records, 0.05)
+        rows.setdefault("implicit_prm (after RL)", []).append(
+            first_error_f1(labels, predictions).f1
+        )
+    return records
 
 
 def hacking_run(world: ReasoningWorld, config: GRPOConfig, recipe: Recipe, column: str) -> dict:

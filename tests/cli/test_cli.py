@@ -258,3 +258,84 @@ def test_evaluate_bad_input_is_one_line(tmp_path):
         ),
         r"--aggregate: unknown 'median'",
     )
+
+
+def test_tasks_files_carry_the_verifiers_labels_and_round_trip_through_the_readers(tmp_path):
+    """Each exported format, checked against the verifier on the same problems (drawn again
+    from the seed) and read back by the readers that consume it; scoring the exported
+    ProcessBench file with its own labels as predictions gives F1 100."""
+    from densereward.evaluation.process import read_processbench
+    from densereward.io.trl import read_trl
+    from densereward.worlds.reasoning.tasks import (
+        Difficulty,
+        TaskSpec,
+        first_error,
+        grade,
+        sample_problems,
+    )
+
+    spec = TaskSpec(("arithmetic", "equation", "lists"), Difficulty(1, 3))
+    problems = [s.problem for s in sample_problems(spec, 300, 7)]
+    common = ["--problems", "300", "--families", "arithmetic,equation,lists"]
+    common += ["--min-ops", "1", "--max-ops", "3", "--seed", "7"]
+    files = {
+        name: tmp_path / f"{name}.jsonl" for name in ("processbench", "stepwise", "preference")
+    }
+    for name, path in files.items():
+        assert run("tasks", name, "--out", path, *common).returncode == 0
+
+    items = read_processbench(files["processbench"])
+    assert len(items) == len(problems)
+    for problem, item in zip(problems, items, strict=True):
+        body, _, answer = item["steps"][-1].rpartition("#")
+        steps = [*item["steps"][:-1], body]
+        assert item["problem"] == problem.prompt
+        # the verifier's earliest error; a solution a step short is charged to its last step
+        assert item["label"] == min(first_error(problem, steps), len(steps) - 1)
+        assert item["final_answer_correct"] == (answer == problem.answer)
+    wrong = sum(item["label"] >= 0 for item in items)
+    assert abs(wrong / len(items) - 0.5) < 4 * (0.25 / len(items)) ** 0.5
+    predictions = tmp_path / "exact.jsonl"
+    predictions.write_text(
+        "".join(json.dumps({"id": i["id"], "prediction": i["label"]}) + "\n" for i in items)
+    )
+    result = run("evaluate", "processbench", files["processbench"], "--predictions", predictions)
+    assert re.search(
+        r"processbench\s*│\s*300\s*│\s*100\.0\s*│\s*100\.0\s*│\s*100\.0", result.stdout
+    )
+
+    batch = read_trl(files["stepwise"])
+    assert len(batch) == len(problems)
+    records = [json.loads(line) for line in files["stepwise"].read_text().splitlines()]
+    for problem, record in zip(problems, records, strict=True):
+        error = min(first_error(problem, record["completions"]), len(record["labels"]) - 1)
+        cut = len(record["completions"]) if error < 0 else error
+        assert record["labels"] == [True] * cut + [False] * (len(record["labels"]) - cut)
+    assert [float(v) for r in records for v in r["labels"]] == batch.step("label").tolist()
+
+    pairs = [json.loads(line) for line in files["preference"].read_text().splitlines()]
+    by_prompt = {p.prompt: p for p in problems}
+    assert len(pairs) > 250
+    for pair in pairs:
+        assert grade(by_prompt[pair["prompt"]], pair["chosen"]).correct
+        assert not grade(by_prompt[pair["prompt"]], pair["rejected"]).correct
+
+    again = tmp_path / "again.jsonl"
+    assert run("tasks", "processbench", "--out", again, *common).returncode == 0
+    assert digest(again) == digest(files["processbench"])
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["sokoban"], r"format: unknown 'sokoban'"),
+        (["stepwise", "--families", "algebra"], r"--families: unknown task family 'algebra'"),
+        (["stepwise", "--min-ops", "4", "--max-ops", "2"], r"--min-ops/--max-ops"),
+        (["stepwise", "--error-fraction", "1.5"], r"--error-fraction: must be in \[0, 1\]"),
+        (["stepwise", "--problems", "0"], r"--problems: must be at least 1"),
+    ],
+)
+def test_tasks_bad_options_are_one_line_and_write_nothing(tmp_path, args, pattern):
+    out = tmp_path / "tasks.jsonl"
+    assert_user_error(run("tasks", *args, "--out", out), pattern)
+    assert list(tmp_path.iterdir()) == []

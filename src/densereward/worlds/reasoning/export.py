@@ -2,7 +2,7 @@
 
 - TRL stepwise supervision (``trl.PRMTrainer``): ``prompt``, ``completions`` (steps), ``labels``.
 - ProcessBench: ``id``, ``generator``, ``problem``, ``steps``, ``final_answer_correct``,
-  ``label`` (index of the earliest wrong step, -1 if none), made by corrupting canonical
+  ``label`` (index of the earliest wrong step, -1 if none; ``charged_step``), made by corrupting canonical
   solutions; the label is the exact verifier's, and "miracle" steps (a right final answer reached
   through a wrong step) are labelled at that step with ``final_answer_correct`` true.
 - Preference pairs (TRL DPO/reward trainers): ``prompt``, ``chosen``, ``rejected``.
@@ -19,11 +19,25 @@ import numpy as np
 
 from densereward.worlds.reasoning.tasks import (
     CORRUPTIONS,
+    Problem,
     Sample,
     corrupt,
     first_error,
     render_response,
 )
+
+
+def charged_step(problem: Problem, steps: Sequence[str]) -> int:
+    """The exact earliest wrong step (-1: none), except that a solution which stops a step short
+    — every step right, one missing at the end (a corruption that happens to land on the right
+    step can do that) — is charged to its last step, the one that states its result as final:
+    both formats label only the steps a solution has.
+
+    >>> p = Problem("arithmetic", "(1+2)*2", ("1+2=3", "3*2=6"), "6")
+    >>> charged_step(p, ["1+2=3"]), charged_step(p, ["1+2=4", "4*2=8"]), charged_step(p, p.steps)
+    (0, 0, -1)
+    """
+    return min(first_error(problem, steps), len(steps) - 1)
 
 
 def processbench_records(
@@ -42,7 +56,8 @@ def processbench_records(
         steps, label, correct = list(problem.steps), -1, True
         if rng.random() < error_fraction:
             corrupted = corrupt(sample, str(rng.choice(list(kinds))), rng)
-            steps, label = list(corrupted.steps), corrupted.label
+            steps = list(corrupted.steps)
+            label = charged_step(problem, steps)
             correct = corrupted.final_answer_correct
             # the answer sits in the last step, as ProcessBench's solutions write it
             steps[-1] = steps[-1] + "#" + corrupted.answer
@@ -71,7 +86,7 @@ def stepwise_records(
         steps = list(sample.problem.steps)
         if rng.random() < error_fraction:
             steps = list(corrupt(sample, str(rng.choice(list(CORRUPTIONS))), rng).steps)
-        error = first_error(sample.problem, steps)
+        error = charged_step(sample.problem, steps)
         cut = len(steps) if error < 0 else error
         labels = [True] * cut + [False] * (len(steps) - cut)
         records.append({"prompt": sample.problem.prompt, "completions": steps, "labels": labels})
@@ -98,3 +113,22 @@ def preference_records(samples: Sequence[Sample], seed: int = 0) -> list[dict[st
             }
         )
     return records
+
+
+EXPORT_FORMATS = ("stepwise", "processbench", "preference")
+"""What ``export_records`` (and ``densereward tasks``) can write."""
+
+
+def export_records(
+    format: str, samples: Sequence[Sample], seed: int = 0, error_fraction: float = 0.5
+) -> list[dict[str, Any]]:
+    """``samples`` as records of one of ``EXPORT_FORMATS``; ``error_fraction`` (the share of
+    corrupted solutions) applies to ``stepwise`` and ``processbench``: a preference pair always
+    has one corrupted side."""
+    if format == "stepwise":
+        return stepwise_records(samples, seed, error_fraction)
+    if format == "processbench":
+        return processbench_records(samples, seed, error_fraction)
+    if format == "preference":
+        return preference_records(samples, seed)
+    raise ValueError(f"unknown format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
