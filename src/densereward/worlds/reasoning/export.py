@@ -2,8 +2,8 @@
 
 - TRL stepwise supervision (``trl.PRMTrainer``): ``prompt``, ``completions`` (steps), ``labels``.
 - ProcessBench: ``id``, ``generator``, ``problem``, ``steps``, ``final_answer_correct``,
-  ``label`` (index of the earliest wrong step, -1 if none; ``charged_step``), made by corrupting canonical
-  solutions; the label is the exact verifier's, and "miracle" steps (a right final answer reached
+  ``label`` (index of the earliest wrong step, -1 if none; ``charged_step``), made by corrupting
+  canonical solutions; the label is the exact verifier's, and "miracle" steps (a right final answer reached
   through a wrong step) are labelled at that step with ``final_answer_correct`` true.
 - Preference pairs (TRL DPO/reward trainers): ``prompt``, ``chosen``, ``rejected``.
 

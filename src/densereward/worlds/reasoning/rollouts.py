@@ -35,9 +35,9 @@ def graded_batch(
     """Rows of responses to ``problems[group[i]]`` as trajectories: steps end at step tags;
     ``outcome`` 1.0 if the answer is right; step column ``label`` holds the exact process labels
     (``span_labels``: 1 before the first wrong step, 0 from it on; the span after the last tag is
-    1 only if the whole response is right); step column ``step_true``: whether the step is a true statement at all (what a lenient
-    judge checks, blind to repeated steps); ``first_error`` per trajectory; the reference answer as
-    ``text["answer"]``."""
+    1 only if the whole response is right); step column ``step_true``: whether the step is a
+    true statement at all (what a lenient judge checks, blind to repeated steps);
+    ``first_error`` per trajectory; the reference answer as ``text["answer"]``."""
     texts = decode_responses(tokenizer, rows)
     grades = [grade(problems[g], t) for g, t in zip(group, texts, strict=True)]
     batch = rows_to_trajectories(
