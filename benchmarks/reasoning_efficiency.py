@@ -9,7 +9,9 @@ prints these tables (and writes them as JSON with ``--out``):
 2. samples each method needs to reach outcome-only GRPO's final accuracy, and the ratio to
    outcome-only's own (≤ 0.5 is the target);
 3. first-error F1 (ProcessBench's metric) of each reward model on a held-out ProcessBench-format
-   set whose labels are exact, and PRM scoring throughput against a plain forward pass;
+   set whose labels are exact, and PRM scoring throughput against a plain forward pass; 3b.
+   best-of-8 reranking of SFT samples by each PRM (``--reward-models-only``: tables 3 and 3b and
+   the throughput, without RL, so without the implicit PRM);
 4. reward hacking: GRPO rewarded by outcome + a lenient step judge's score summed over steps
    (raw), and the same judge through Clip, Delta and Clip-Delta; 4b. the same with the
    Monte-Carlo PRM's step scores in place of the judge (``--hacking-only``: tables 4 and 4b).
@@ -115,8 +117,8 @@ def main() -> None:
     parser.add_argument(
         "--reward-models-only",
         action="store_true",
-        help="only the reward models' first-error F1, best-of-N and throughput (tables 2-3b, "
-        "no RL; the implicit PRM needs its RL run and is left out)",
+        help="only the reward models' first-error F1, best-of-N and throughput (tables 3 and 3b; "
+        "no RL, so no implicit PRM: it is trained by its RL run)",
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
