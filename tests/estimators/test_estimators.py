@@ -3,6 +3,8 @@ batches: singleton groups, length-1 episodes, all-equal rewards, every terminati
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 import torch
@@ -109,10 +111,29 @@ def test_reinforce_pp_matches_reference(batch: Trajectories, kl_coef: float, gam
     )
 
 
-@given(batches(), st.sampled_from([0.0, 1.0, 0.5]), gammas)
-def test_step_grpo_matches_reference(batch: Trajectories, weight: float, gamma: float) -> None:
-    estimate = estimate_step_grpo(batch, process="prm", outcome_weight=weight, gamma=gamma)
-    close(estimate.advantages, reference.step_grpo(batch, "prm", weight, gamma))
+@given(batches(), st.sampled_from([0.0, 1.0, 0.5]), gammas, st.sampled_from(["group", "batch"]))
+def test_step_grpo_matches_reference(
+    batch: Trajectories, weight: float, gamma: float, scope: Literal["group", "batch"]
+) -> None:
+    estimate = estimate_step_grpo(batch, "prm", outcome_weight=weight, gamma=gamma, scope=scope)
+    close(estimate.advantages, reference.step_grpo(batch, "prm", weight, gamma, scope))
+
+
+def test_step_grpo_batch_scope_penalises_a_mistake_the_whole_group_makes() -> None:
+    # Group 0 makes the same wrong first step in every response; group 1 gets it right. Pooled
+    # within the group, the shared mistake is invisible (a constant pool); pooled over the batch,
+    # it is below the batch's mean and its advantage is negative.
+    labels = [[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]
+    batch = Trajectories.from_episodes(
+        {"label": labels}, {"outcome": [0.0, 0.0, 1.0, 0.0], "group": [0, 0, 1, 1]}
+    )
+    grouped = estimate_step_grpo(batch, "label", outcome_weight=0.0, gamma=0.0)
+    pooled = estimate_step_grpo(batch, "label", outcome_weight=0.0, gamma=0.0, scope="batch")
+    assert grouped.advantages[:4].tolist() == [0.0] * 4
+    assert bool((pooled.advantages[:4] < 0).all())
+    assert bool((pooled.advantages[4:7] > 0).all()) and float(pooled.advantages[7]) < 0
+    with pytest.raises(ValueError, match="scope"):
+        estimate_step_grpo(batch, "label", scope="prompt")  # type: ignore[arg-type]
 
 
 @given(batches(max_trajectories=16), st.integers(1, 9))

@@ -100,10 +100,14 @@ def reinforce_pp(batch: Trajectories, kl_coef: float, gamma: float) -> np.ndarra
     return (g - g.mean()) / (g.std(ddof=1) + 1e-8) if g.size > 1 else g - g.mean()
 
 
-def zscore_within_groups(batch: Trajectories, per_trajectory: list[np.ndarray]) -> list[np.ndarray]:
-    """Each trajectory's values z-scored against every value of its group's trajectories."""
+def zscore_within_groups(
+    batch: Trajectories, per_trajectory: list[np.ndarray], one_group: bool = False
+) -> list[np.ndarray]:
+    """Each trajectory's values z-scored against every value of its group's trajectories (of the
+    whole batch with ``one_group``)."""
     out = [np.zeros(0)] * len(per_trajectory)
-    for group in _group_members(batch).values():
+    members = {0: list(range(len(batch)))} if one_group else _group_members(batch)
+    for group in members.values():
         pool = np.concatenate([per_trajectory[i] for i in group])
         constant = np.all(pool == pool[0])
         std = pool.std(ddof=1) if pool.size > 1 else 0.0
@@ -113,9 +117,11 @@ def zscore_within_groups(batch: Trajectories, per_trajectory: list[np.ndarray]) 
     return out
 
 
-def step_grpo(batch: Trajectories, process: str, outcome_weight: float, gamma: float) -> np.ndarray:
+def step_grpo(
+    batch: Trajectories, process: str, outcome_weight: float, gamma: float, scope: str = "group"
+) -> np.ndarray:
     members = _group_members(batch)
-    normalized = zscore_within_groups(batch, _lists(batch, process))
+    normalized = zscore_within_groups(batch, _lists(batch, process), one_group=scope == "batch")
     process_part = np.concatenate([discounted_returns(n, gamma) for n in normalized])
     if batch.outcome is None:
         return process_part

@@ -319,6 +319,11 @@ class Groups:
         unique, index = torch.unique(labels, return_inverse=True)
         return Groups(index, unique.shape[0])
 
+    @staticmethod
+    def one(items: int, device: torch.device | str | None = None) -> Groups:
+        """All ``items`` in a single group (batch-wide statistics)."""
+        return Groups(torch.zeros(items, dtype=torch.int64, device=device), 1)
+
     @cached_property
     def size(self) -> Tensor:
         return torch.bincount(self.index, minlength=self.count)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from densereward.core.registry import register
 from densereward.core.segments import (
+    Groups,
     broadcast,
     discounted_reverse_cumsum,
     pooled_zscore,
@@ -22,6 +24,7 @@ def estimate_step_grpo(
     outcome_weight: float = 1.0,
     gamma: float = 1.0,
     eps: float = 1e-6,
+    scope: Literal["group", "batch"] = "group",
 ) -> Estimate:
     """Step-level GRPO with process rewards (process supervision in DeepSeekMath §4.1.3; OPRL).
 
@@ -34,12 +37,21 @@ def estimate_step_grpo(
     how many turns to take, per-index statistics compare different subsets of trajectories at each
     index and bias the advantage (verl#7244).
 
+    ``scope="batch"`` takes mean and std of the process rewards over every step of the batch
+    instead (``R_g`` becomes the batch's step rewards; the outcome part stays per group, as
+    REINFORCE++ whitens globally). Within a group, a mistake every response makes is a constant
+    and earns nothing; against the batch it sits below the mean and is pushed down. A policy with
+    systematic errors makes exactly those mistakes (see docs/benchmarks.md, reasoning world).
+
     >>> batch = Trajectories.from_episodes({"reward": [[1.0, 1.0], [0.0]]}, {"group": [0, 0]})
     >>> [round(a, 3) for a in estimate_step_grpo(batch, outcome_weight=0.0).advantages.tolist()]
     [1.155, 0.577, -1.155]
     """
     rewards = batch.step(process)
-    normalized = pooled_zscore(rewards, batch.segments, batch.groups, eps)
+    if scope not in ("group", "batch"):
+        raise ValueError(f"scope must be 'group' or 'batch', got {scope!r}")
+    pools = batch.groups if scope == "group" else Groups.one(len(batch), rewards.device)
+    normalized = pooled_zscore(rewards, batch.segments, pools, eps)
     advantages = discounted_reverse_cumsum(normalized, batch.segments, gamma)
     returns = discounted_reverse_cumsum(rewards, batch.segments, gamma)
     if batch.outcome is not None and outcome_weight != 0.0:
@@ -90,15 +102,19 @@ def estimate_prime(
 @register("estimator", "step_grpo", paper="DeepSeekMath process supervision; OPRL")
 @dataclass(frozen=True)
 class StepGRPO:
-    """Group-normalised process rewards, return-to-go over steps, plus the outcome GRPO advantage."""
+    """Group- (or batch-) normalised process rewards, return-to-go over steps, plus the outcome GRPO
+    advantage."""
 
     process: str = "reward"
     outcome_weight: float = 1.0
     gamma: float = 1.0
     eps: float = 1e-6
+    scope: Literal["group", "batch"] = "group"
 
     def __call__(self, batch: Trajectories) -> Estimate:
-        return estimate_step_grpo(batch, self.process, self.outcome_weight, self.gamma, self.eps)
+        return estimate_step_grpo(
+            batch, self.process, self.outcome_weight, self.gamma, self.eps, self.scope
+        )
 
 
 @register(

@@ -22,10 +22,7 @@ def normalize_column(
     group's trajectories. Constant pools map to exactly 0.
     """
     values, per_step = read_column(batch, name)
-    if scope == "group":
-        pools = batch.groups
-    else:
-        pools = Groups(torch.zeros(len(batch), dtype=torch.int64, device=values.device), 1)
+    pools = batch.groups if scope == "group" else Groups.one(len(batch), values.device)
     if per_step:
         return pooled_zscore(values, batch.segments, pools, eps), per_step
     return pools.zscore(values, eps), per_step
