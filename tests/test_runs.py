@@ -182,7 +182,7 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
     for method in ("outcome", "mc_prm", "prof"):
         run = [r for r in metrics if r["method"] == method]
         # one row per update plus the final evaluation; 2 prompts x 3 responses per update
-        assert [r["samples"] for r in run] == [6, 12, 12]
+        assert [r["samples"] for r in run] == [0, 6, 12]
         assert all(r["eval_accuracy"] is not None and 0 <= r["eval_accuracy"] <= 1 for r in run)
     assert all(
         r["reward/prm"] is not None for r in metrics if r["method"] == "mc_prm" and r["update"] < 2

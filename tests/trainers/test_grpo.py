@@ -12,7 +12,13 @@ import torch
 from densereward.core.layouts import broadcast_to_tokens
 from densereward.core.registry import register
 from densereward.pipeline import Pipeline, Recipe
-from densereward.trainers.grpo import GRPOConfig, policy_loss, token_advantages, train_grpo
+from densereward.trainers.grpo import (
+    GRPOConfig,
+    evaluate_accuracy,
+    policy_loss,
+    token_advantages,
+    train_grpo,
+)
 from densereward.worlds.reasoning.rollouts import rollout
 from tests.reasoning_fixtures import generator, model, problems, tokenizer
 
@@ -126,3 +132,23 @@ def test_grpo_raises_the_reward_its_pipeline_gives():
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.2
     lengths = [row["response_tokens"] for row in result.metrics if "response_tokens" in row]
     assert lengths[-1] < lengths[0]
+
+
+def test_each_evaluation_is_logged_at_the_samples_its_policy_trained_on():
+    """Row u evaluates the policy before update u: the untrained policy at 0 samples, the final
+    one at every sample drawn. Checked against evaluating copies of the policy at those points."""
+    tok = tokenizer()
+    lm = model().__class__(model().config)
+    lm.load_state_dict(model().state_dict())
+    items = problems(8, 3)
+    config = GRPOConfig(
+        updates=2, prompts_per_update=2, group_size=4, max_new_tokens=12, eval_every=1
+    )
+    start = evaluate_accuracy(lm, tok, items[:4], config.max_new_tokens)
+    result = train_grpo(
+        config, lm, tok, lambda n, u: items[u * n : (u + 1) * n], items[:4], OUTCOME_GRPO
+    )
+    assert [row["samples"] for row in result.metrics] == [0.0, 8.0, 16.0]
+    assert result.metrics[0]["eval_accuracy"] == start["eval_accuracy"]
+    final = evaluate_accuracy(result.policy, tok, items[:4], config.max_new_tokens)
+    assert result.metrics[-1]["eval_greedy_accuracy"] == final["eval_greedy_accuracy"]

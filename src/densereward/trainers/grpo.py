@@ -160,6 +160,8 @@ def train_grpo(
     generated = 0
     start = time.perf_counter()
     for update in range(config.updates + 1):
+        # A row describes the policy this update starts from: ``samples`` it has trained on, its
+        # held-out accuracy, and the batch it draws (whose metrics follow) before it is updated.
         record: dict[str, float] = {"update": float(update), "samples": float(samples)}
         if update % config.eval_every == 0 or update == config.updates:
             record.update(
@@ -207,7 +209,6 @@ def train_grpo(
         record.update(_batch_metrics(shaped.trajectories, rows, stats))
         if shaped.keep is not None:
             record["kept_fraction"] = float(shaped.keep.double().mean())
-        record["samples"] = float(samples)
         result.metrics.append(record)
         if progress:
             progress(record)
