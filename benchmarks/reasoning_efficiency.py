@@ -15,6 +15,9 @@ prints these tables (and writes them as JSON with ``--out``):
 4. reward hacking: GRPO rewarded by outcome + a lenient step judge's score summed over steps
    (raw), and the same judge through Clip, Delta and Clip-Delta; 4b. the same with the
    Monte-Carlo PRM's step scores in place of the judge (``--hacking-only``: tables 4 and 4b).
+
+The exact step verifier as process reward, against outcome-only and the gated MC-PRM, is the
+recipe ``densereward run reasoning_exact_labels --local [--seeds 0,1,2,3]``.
 """
 
 from __future__ import annotations
