@@ -38,8 +38,8 @@ def estimate_step_grpo(
     index and bias the advantage (verl#7244).
 
     ``scope="batch"`` takes mean and std of the process rewards over every step of the batch
-    instead (``R_g`` becomes the batch's step rewards; the outcome part stays per group, as
-    REINFORCE++ whitens globally). Within a group, a mistake every response makes is a constant
+    instead (``R_g`` becomes the batch's step rewards, REINFORCE++'s global whitening; the
+    outcome part stays per group). Within a group, a mistake every response makes is a constant
     and earns nothing; against the batch it sits below the mean and is pushed down. A policy with
     systematic errors makes exactly those mistakes (see docs/benchmarks.md, reasoning world).
 
