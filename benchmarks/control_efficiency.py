@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from densereward.runs import RunRecipe, execute, resolve_recipe, summarize
+from densereward.runs import RunRecipe, execute, resolve_recipe
+from densereward.runs.executor import MethodRun
+from densereward.runs.folder import run_results
+from densereward.worlds.control.world import summarize
 
 
 def permutation_p_value(
@@ -69,13 +72,19 @@ def main() -> None:
             base,
             name=env_id,
             seeds=tuple(range(args.seeds)),
-            trainer=dataclasses.replace(base.trainer, env_id=env_id, total_steps=int(budget)),
+            world=dataclasses.replace(base.world, env_id=env_id),
+            trainer=dataclasses.replace(base.trainer, total_steps=int(budget)),
         )
         folder = args.out / env_id
         if not (folder / "metrics.parquet").exists():
             execute(recipe, folder, local=args.local, progress=False)
         rows = pq.read_table(folder / "metrics.parquet").to_pylist()
-        summary = summarize(rows, recipe)
+        runs = {
+            (m, s): MethodRun([r for r in rows if (r["method"], r["seed"]) == (m, s)], b"", 0.0, {})
+            for m in recipe.methods
+            for s in recipe.seeds
+        }
+        summary = summarize(run_results(recipe, runs, 0.0), recipe.world.success_threshold)
         steps_budget = max(r["env_steps"] for r in rows)
         sparse = np.minimum(summary["sparse"]["steps_to_threshold"], steps_budget)
         print(f"\n{env_id}: PPO, {args.seeds} seeds, {steps_budget:,} steps per run ({folder})")

@@ -36,7 +36,7 @@ from densereward.evaluation.process import best_of_n_accuracy, first_error_f1
 from densereward.models.language import build_causal_lm, step_end_positions, trajectories_to_rows
 from densereward.models.prm import ProcessRewardModel
 from densereward.pipeline import Recipe
-from densereward.runs import RunRecipe, resolve_recipe, train_from_sft
+from densereward.runs import RunRecipe, resolve_recipe
 from densereward.trainers.grpo import GRPOConfig
 from densereward.worlds.reasoning.evaluate import (
     implicit_first_errors,
@@ -47,7 +47,7 @@ from densereward.worlds.reasoning.export import processbench_records
 from densereward.worlds.reasoning.rollouts import rollout
 from densereward.worlds.reasoning.tasks import sample_problems
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
-from densereward.worlds.reasoning.world import ReasoningWorld
+from densereward.worlds.reasoning.world import ReasoningSetup, train_from_sft
 
 HACKING = {
     "outcome only": {"estimator": {"kind": "grpo", "reward": None}},
@@ -90,7 +90,7 @@ def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float:
     return float("inf")
 
 
-def run_methods(world: ReasoningWorld, methods: dict[str, Recipe], config: GRPOConfig, log):
+def run_methods(world: ReasoningSetup, methods: dict[str, Recipe], config: GRPOConfig, log):
     curves, results = {}, {}
     for name, recipe in methods.items():
         started = time.perf_counter()
@@ -156,7 +156,7 @@ def main() -> None:
     hacking: dict[str, list[dict[str, float]]] = {}
     prm_hacking: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
-        world = ReasoningWorld.build(recipe.world, seed)
+        world = recipe.world.setup(seed)
         log(f"seed {seed}: SFT {world.sft_seconds:.0f} s")
         world.models(["prm_mc"] if args.hacking_only else ["prm_exact", "prm_mc", "prover_value"])
         log(
@@ -205,7 +205,7 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=1, default=float))
 
 
-def first_error_f1_rows(world: ReasoningWorld, recipe: RunRecipe, seed: int, rows, results):
+def first_error_f1_rows(world: ReasoningSetup, recipe: RunRecipe, seed: int, rows, results):
     """First-error F1 of each trained PRM (and of the implicit PRM, given its RL run's
     ``results``) on 400 held-out ProcessBench-format items with exact labels; returns them."""
     held_out = sample_problems(recipe.world.spec, 400, 555_000 + seed)
@@ -223,7 +223,7 @@ def first_error_f1_rows(world: ReasoningWorld, recipe: RunRecipe, seed: int, row
     return records
 
 
-def hacking_run(world: ReasoningWorld, config: GRPOConfig, recipe: Recipe, column: str) -> dict:
+def hacking_run(world: ReasoningSetup, config: GRPOConfig, recipe: Recipe, column: str) -> dict:
     """Train from the SFT policy; the reward column's per-response sum, response steps and
     held-out accuracy at the start and the end."""
     result = train_from_sft(world, config, recipe)
@@ -240,7 +240,7 @@ def hacking_run(world: ReasoningWorld, config: GRPOConfig, recipe: Recipe, colum
 
 
 def best_of_n(
-    world: ReasoningWorld, seed: int, rows: dict[str, list[float]], log, n: int = 8
+    world: ReasoningSetup, seed: int, rows: dict[str, list[float]], log, n: int = 8
 ) -> None:
     """Rerank ``n`` SFT samples per held-out problem by each PRM (step scores aggregated)."""
     problems = world.eval_set

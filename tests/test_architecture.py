@@ -1,11 +1,15 @@
-"""The import direction of docs/architecture.md, checked on every import in src/densereward."""
+"""The import direction of docs/architecture.md, checked on every import in src/densereward, and
+the world boundary: nothing outside a world's package names it."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "densereward"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+WORLDS = sorted(p.name for p in (SOURCE / "worlds").iterdir() if (p / "__init__.py").exists())
 
 ALLOWED = {
     "core": set(),
@@ -15,24 +19,12 @@ ALLOWED = {
     "io": {"core"},
     "signals": {"core", "models"},
     "evaluation": {"core", "io"},
-    "pipeline": {"core", "signals", "transforms", "estimators"},
     "labeling": {"core", "signals", "models"},
-    "worlds": {"core", "io", "models", "labeling"},
-    "trainers": {"core", "models", "signals", "pipeline", "worlds"},
-    "runs": {"core", "models", "pipeline", "signals", "trainers", "worlds"},
-    "cli": {
-        "core",
-        "io",
-        "pipeline",
-        "runs",
-        "evaluation",
-        "signals",
-        "transforms",
-        "estimators",
-        "models",
-        "worlds",
-        "trainers",
-    },
+    "pipeline": {"core", "signals", "transforms", "estimators"},
+    "trainers": {"core", "models", "pipeline"},
+    "worlds": {"core", "io", "models", "labeling", "evaluation", "pipeline", "trainers"},
+    "runs": {"core", "pipeline", "evaluation", "worlds"},
+    "cli": {"core", "io", "pipeline", "runs", "evaluation"},
 }
 
 
@@ -41,24 +33,79 @@ def room(path: Path) -> str:
     return parts[0] if parts[0] != "__init__" else "package"
 
 
+def imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("densereward")
+        ):
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.startswith("densereward")]
+    return names
+
+
+def world_of(path: Path) -> str | None:
+    parts = path.relative_to(SOURCE).parts
+    return parts[1] if parts[0] == "worlds" and len(parts) > 2 else None
+
+
 def test_rooms_import_only_from_rooms_below() -> None:
     violations = []
     for path in sorted(SOURCE.rglob("*.py")):
         own = room(path)
         if own == "package":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.startswith("densereward.")
-            ):
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names if a.name.startswith("densereward.")]
-            for name in names:
-                target = name.split(".")[1]
-                if target != own and target not in ALLOWED[own]:
-                    violations.append(f"{path.relative_to(SOURCE)} imports {name}")
+        for name in imports(path):
+            target = name.split(".")[1] if "." in name else "package"
+            if target != own and target not in ALLOWED[own]:
+                violations.append(f"{path.relative_to(SOURCE)} imports {name}")
     assert violations == []
+
+
+def test_runs_cli_and_trainers_import_no_world() -> None:
+    """They reach worlds through the registry: ``runs`` imports the ``worlds`` package (which
+    registers every world) and nothing below it."""
+    violations = [
+        f"{path.relative_to(SOURCE)} imports {name}"
+        for path in sorted(SOURCE.rglob("*.py"))
+        if room(path) in ("runs", "cli", "trainers")
+        for name in imports(path)
+        if name.startswith("densereward.worlds.")
+    ]
+    assert violations == []
+
+
+def test_no_module_outside_a_world_names_it() -> None:
+    """Not as an import, nor as a string (an import path in a default, a prefix test)."""
+    assert WORLDS == ["control", "reasoning"]
+    violations = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        text = path.read_text()
+        for world in WORLDS:
+            if world_of(path) == world:
+                continue
+            if re.search(rf"worlds[./]{world}\b", text):
+                violations.append(f"{path.relative_to(SOURCE)} names worlds.{world}")
+    assert violations == []
+
+
+def test_how_to_add_section_names_files_that_exist() -> None:
+    """docs/architecture.md tells a contributor which files to write for a new world, signal,
+    transform or estimator; each path it names (with ``<name>`` for the new part) has a shipped
+    instance, and nothing else need change (the bandit world of tests/runs proves it for a
+    world)."""
+    text = DOCS.read_text()
+    section = text[text.index("## How to add") :]
+    for heading in ("### A world", "### A signal", "### A transform", "### An estimator"):
+        assert heading in section, heading
+    named = re.findall(r"`src/densereward/([\w/<>.]+)`", section)
+    assert named, "the section names no files"
+    for template in named:
+        pattern = re.escape(template).replace(re.escape("<name>"), r"[a-z_]+")
+        matches = [
+            p for p in SOURCE.rglob("*") if re.fullmatch(pattern, p.relative_to(SOURCE).as_posix())
+        ]
+        assert matches, f"no shipped file fits src/densereward/{template}"

@@ -54,3 +54,36 @@ def test_recipe_is_validated_when_loaded() -> None:
         Recipe.from_dict({"estimator": {"kind": "grpo"}, "estimater": {}})
     with pytest.raises(ConfigError, match=r"combine' needs parameter\(s\): weights"):
         Recipe.from_dict({"transforms": [{"kind": "combine"}], "estimator": {"kind": "grpo"}})
+
+
+def test_a_stage_that_changes_the_verdict_is_refused() -> None:
+    """The verdict is the grader's: a transform may read it, never rewrite or drop it."""
+    from dataclasses import dataclass
+
+    from densereward.core.components import Transform
+    from densereward.core.registry import register, unregister
+
+    @register("transform", "test_overrule", paper="test only")
+    @dataclass(frozen=True)
+    class Overrule(Transform):
+        def __call__(self, batch, iteration=0):
+            return batch.with_episodes(verdict=torch.ones(len(batch), dtype=torch.float64))
+
+    try:
+        batch = Trajectories.from_episodes(
+            {"reward": [[0.0], [0.0]]}, {"outcome": [1.0, 0.0], "verdict": [1.0, 0.0]}
+        )
+        combine = {"kind": "combine", "weights": {"outcome": 1.0}}
+        kept = Pipeline(Recipe.from_dict({"transforms": [combine], "estimator": {"kind": "grpo"}}))
+        out = kept(batch).trajectories
+        assert out.episode("outcome").tolist() == [0.0, 0.0]  # the reward moved into the steps
+        assert out.verdict is batch.verdict  # the verdict did not
+        recipe = Recipe.from_dict(
+            {"transforms": [combine, {"kind": "test_overrule"}], "estimator": {"kind": "grpo"}}
+        )
+        with pytest.raises(
+            ValidationError, match=r"transforms\[1\] test_overrule changed the verdict"
+        ):
+            Pipeline(recipe)(batch)
+    finally:
+        unregister("transform", "test_overrule")

@@ -14,7 +14,7 @@ from densereward.runs import RunRecipe
 
 TINY = """
 name: tiny
-world: {env_id: MiniGrid-Empty-5x5-v0}
+world: {kind: control, env_id: MiniGrid-Empty-5x5-v0}
 trainer: {kind: ppo, total_steps: 512, num_envs: 2, num_steps: 64, update_epochs: 1}
 seeds: [0, 1]
 methods:
@@ -43,6 +43,7 @@ def test_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> None:
     assert names == [
         "checkpoints",
         "config.yaml",
+        "evaluation.parquet",
         "metrics.parquet",
         "report.md",
         "success_rate.png",
@@ -91,12 +92,40 @@ BAD_RUNS = {
         r"trainer\.num_envs: must be positive, got 0",
     ),
     "missing_world": (
-        TINY.replace("world: {env_id: MiniGrid-Empty-5x5-v0}", ""),
-        r"world: must be \{env_id",
+        TINY.replace("world: {kind: control, env_id: MiniGrid-Empty-5x5-v0}", ""),
+        r"world: expected a mapping with a 'kind'",
+    ),
+    "world_without_kind": (
+        TINY.replace("{kind: control, env_id", "{env_id"),
+        r"world: missing 'kind'",
+    ),
+    "unknown_world": (
+        TINY.replace("kind: control", "kind: contorl"),
+        r"world\.kind: unknown world 'contorl' \(known: .*control",
+    ),
+    "signal_the_world_cannot_serve": (
+        TINY.replace("{bonus: {kind: count_bonus, scale: 0.01}}", "{prm: {kind: prm}}"),
+        r"methods\.novelty\.signals: needs model 'prm', which this world does not offer",
+    ),
+    "demonstrations_the_world_cannot_make": (
+        TINY.replace("{bonus: {kind: count_bonus, scale: 0.01}}", "{p: {kind: progress_model}}"),
+        r"methods\.novelty\.signals: needs demonstrations",
+    ),
+    "duplicate_seeds": (
+        TINY.replace("seeds: [0, 1]", "seeds: [0, 0]"),
+        r"seeds: a seed is named twice",
+    ),
+    "negative_seed": (
+        TINY.replace("seeds: [0, 1]", "seeds: [-1]"),
+        r"seeds: seeds are non-negative",
+    ),
+    "method_name_with_a_path": (
+        TINY.replace("  sparse: {}", "  ../escape: {}"),
+        r"methods\.\.\./escape: a method name is letters",
     ),
     "filtering_estimator_in_a_control_world": (
         TINY.replace("sparse: {}", "sparse: {estimator: {kind: prof, process: reward}}"),
-        r"methods\.sparse\.estimator: selects trajectories",
+        r"methods\.sparse\.estimator: selects trajectories, which the control world's trainer",
     ),
     "unknown_environment": (
         TINY.replace("MiniGrid-Empty-5x5-v0", "MiniGrid-Nope-v0"),
@@ -174,6 +203,7 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
         "accuracy.png",
         "checkpoints",
         "config.yaml",
+        "evaluation.parquet",
         "length.png",
         "metrics.parquet",
         "report.md",
@@ -191,6 +221,12 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
     assert [r["kept_fraction"] for r in metrics if r["method"] == "prof"][:2] == [2 / 3, 2 / 3]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["world"]["kind"] == "reasoning" and config["trainer"]["kind"] == "grpo"
+    # the held-out evaluation of each trained policy is its final metrics row's
+    evaluations = pq.read_table(out / "evaluation.parquet").to_pylist()
+    for row in evaluations:
+        final = [r for r in metrics if r["method"] == row["method"]][-1]
+        assert row["eval_accuracy"] == final["eval_accuracy"]
+        assert row["eval_greedy_accuracy"] == final["eval_greedy_accuracy"]
     report = (out / "report.md").read_text()
     assert "| outcome |" in report and "| mc_prm |" in report
 

@@ -14,6 +14,7 @@ from densereward.core import (
     to_padded,
     to_rollout_buffer,
 )
+from densereward.core.components import SignalContext
 from densereward.core.registry import components, register
 from densereward.io import read_trajectories, write_trajectories
 from densereward.pipeline import Pipeline, PipelineResult, Recipe
@@ -26,6 +27,7 @@ __all__ = [
     "Pipeline",
     "PipelineResult",
     "Recipe",
+    "SignalContext",
     "Trajectories",
     "ValidationError",
     "broadcast_to_tokens",

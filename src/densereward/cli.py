@@ -21,12 +21,14 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from densereward.core.errors import ConfigError, DenseRewardError
+from densereward.core.components import World
+from densereward.core.errors import DenseRewardError
 from densereward.core.registry import KINDS, components
 from densereward.core.trajectories import Trajectories
 from densereward.io import Format, read_trajectories, write_trajectories
 from densereward.pipeline import Pipeline, Recipe
 from densereward.runs import DEFAULT_RUN, RECIPES, RunRecipe, execute, resolve_recipe
+from densereward.runs.recipe import check_seeds
 
 app = typer.Typer(
     name="densereward",
@@ -309,57 +311,6 @@ def _aggregation(name: str) -> str:
     return name
 
 
-@app.command()
-@user_errors
-def tasks(
-    format: Annotated[
-        str,
-        typer.Argument(
-            help="stepwise (TRL stepwise supervision), processbench (exact earliest-error "
-            "labels) or preference (chosen/rejected pairs)."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl).")],
-    problems: Annotated[int, typer.Option(help="Problems to draw, one record each.")] = 1000,
-    families: Annotated[
-        str, typer.Option(help="Comma-separated task families: arithmetic, equation, lists.")
-    ] = "arithmetic",
-    min_ops: Annotated[int, typer.Option(help="Fewest operations (steps) per problem.")] = 2,
-    max_ops: Annotated[int, typer.Option(help="Most operations (steps) per problem.")] = 4,
-    max_operand: Annotated[int, typer.Option(help="Largest operand.")] = 9,
-    error_fraction: Annotated[
-        float, typer.Option(help="Share of solutions with one controlled mistake.")
-    ] = 0.5,
-    seed: Annotated[int, typer.Option(help="Seed of problems and mistakes.")] = 0,
-) -> None:
-    """Write reasoning-world problems as a dataset other tools train or evaluate on, every
-    label from the exact verifier."""
-    from densereward.io.jsonl import write_records
-    from densereward.worlds.reasoning.export import EXPORT_FORMATS, export_records
-    from densereward.worlds.reasoning.tasks import Difficulty, TaskSpec, sample_problems
-
-    if format not in EXPORT_FORMATS:
-        raise ConfigError("format", f"unknown {format!r}; known: {', '.join(EXPORT_FORMATS)}")
-    if out.suffix != ".jsonl":
-        raise ConfigError("--out", f"{out}: tasks are written as JSON lines; name it *.jsonl")
-    if problems < 1:
-        raise ConfigError("--problems", f"must be at least 1, got {problems}")
-    if not 0.0 <= error_fraction <= 1.0:
-        raise ConfigError("--error-fraction", f"must be in [0, 1], got {error_fraction}")
-    try:
-        difficulty = Difficulty(min_ops, max_ops, max_operand)
-        spec = TaskSpec(tuple(f.strip() for f in families.split(",")), difficulty)
-    except KeyError as error:
-        raise ConfigError("--families", str(error.args[0])) from None
-    except ValueError as error:
-        raise ConfigError("--min-ops/--max-ops/--max-operand", str(error)) from None
-    records = export_records(
-        format, sample_problems(spec, problems, seed), seed=seed, error_fraction=error_fraction
-    )
-    write_records(records, out)
-    console.print(f"wrote {len(records)} {format} records to {escape(str(out))}")
-
-
 @app.command(name="recipes")
 def list_recipes() -> None:
     """The recipes shipped with densereward."""
@@ -407,7 +358,10 @@ def run(
     ] = False,
     steps: Annotated[
         int | None,
-        typer.Option(help="Override the trainer's length: total_steps (PPO) or updates (GRPO)."),
+        typer.Option(
+            help="Override the trainer's length (its own unit: total_steps for PPO, updates "
+            "for GRPO)."
+        ),
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="Override the seeds, e.g. '0,1'.")] = None,
 ) -> None:
@@ -426,15 +380,14 @@ def run(
             raise DenseRewardError(
                 f"--seeds: expected integers like '0,1', got {seeds!r}"
             ) from None
-        if not chosen:
-            raise DenseRewardError("--seeds: name at least one seed")
+        check_seeds(list(chosen), "--seeds")
         run_recipe = dataclasses.replace(run_recipe, seeds=chosen)
     jobs = len(run_recipe.methods) * len(run_recipe.seeds)
-    unit = "training samples" if run_recipe.is_reasoning else "steps"
+    world = run_recipe.world
     console.print(
-        f"[bold]{run_recipe.name}[/bold]: {len(run_recipe.methods)} methods x "
-        f"{len(run_recipe.seeds)} seeds = {jobs} runs of {run_recipe.budget:,} {unit} "
-        f"on {escape(run_recipe.world_label)}"
+        f"[bold]{escape(run_recipe.name)}[/bold]: {len(run_recipe.methods)} methods x "
+        f"{len(run_recipe.seeds)} seeds = {jobs} runs of {run_recipe.budget:,} "
+        f"{world.progress.label} on {escape(world.label())}"
     )
     folder = execute(run_recipe, out, ray_address, local)
     console.print(Markdown((folder / "report.md").read_text(encoding="utf-8")))
@@ -463,6 +416,17 @@ def show_recipe(
     for index, transform in enumerate(transforms):
         console.print(f"transforms[{index}]: {transform!r}", markup=False)
     console.print(f"estimator: {estimator!r}", markup=False)
+
+
+def _mount_world_commands() -> None:
+    """The sub-commands worlds contribute (``World.commands``), each with one-line errors."""
+    for component in components("world"):
+        world: type[World] = component.cls
+        for name, command in world.commands.items():
+            app.command(name=name)(user_errors(command))
+
+
+_mount_world_commands()
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ A recipe is data (YAML) naming registered components with typed parameters::
     estimator: {kind: step_grpo, process: reward, outcome_weight: 1.0}
 
 The same :class:`Pipeline` object runs from Python on a ``Trajectories`` batch and from the CLI.
+Its signals are bound to a ``SignalContext`` once, when the pipeline is made: a world hands it the
+models, demonstrations or tokenizer its signals declared they need (``Recipe.needs``).
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import torch
 import yaml
 from torch import Tensor
 
-# Importing the packages registers their components.
+# Importing the packages registers their components (each imports all of its modules).
 import densereward.estimators
 import densereward.signals
 import densereward.transforms  # noqa: F401
+from densereward.core.components import Estimator, Needs, SignalContext
 from densereward.core.errors import ConfigError, ValidationError
-from densereward.core.registry import build
-from densereward.core.trajectories import Trajectories
-from densereward.signals.base import SignalContext
+from densereward.core.registry import build, lookup
+from densereward.core.trajectories import VERDICT, Trajectories
 
 RECIPE_KEYS = ("name", "description", "signals", "transforms", "estimator")
 
@@ -111,6 +113,23 @@ class Recipe:
         ]
         return signals, transforms, build("estimator", self.estimator, f"{source}: estimator")
 
+    def needs(self) -> Needs:
+        """Everything its signals need of their context, together."""
+        signals, _, _ = self.build()
+        each = [signal.needs() for signal in signals.values()]
+        return Needs(
+            models=tuple(dict.fromkeys(name for need in each for name in need.models)),
+            demonstrations=any(need.demonstrations for need in each),
+            captions=any(need.captions for need in each),
+            text=any(need.text for need in each),
+        )
+
+    @property
+    def selects_trajectories(self) -> bool:
+        """Whether its estimator may drop trajectories from the policy loss (``Estimate.keep``)."""
+        estimator: type[Estimator] = lookup("estimator", self.estimator["kind"]).cls
+        return estimator.selects_trajectories
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -146,7 +165,7 @@ class PipelineResult:
 
 
 class Pipeline:
-    """Transforms then an estimator, callable on a ``Trajectories`` batch.
+    """Signals, transforms then an estimator, callable on a ``Trajectories`` batch.
 
     >>> recipe = Recipe.from_dict({"transforms": [{"kind": "clip", "source": "prm", "eta": 0.5}],
     ...                            "estimator": {"kind": "step_grpo", "process": "prm"}})
@@ -157,15 +176,12 @@ class Pipeline:
     [0.0, -0.4, 0.0]
     """
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, context: SignalContext | None = None) -> None:
         self.recipe = recipe
-        self.signals, self.transforms, self.estimator = recipe.build()
-
-    def prepare(self, context: SignalContext) -> None:
-        """Let every signal that learns before use (``prepare``) do so."""
-        for signal in self.signals.values():
-            if hasattr(signal, "prepare"):
-                signal.prepare(context)
+        self.specs, self.transforms, self.estimator = recipe.build()
+        # bound once: models looked up, potentials fitted, counters started (``Signal.bind``)
+        context = context or SignalContext()
+        self.signals = {name: spec.bind(context) for name, spec in self.specs.items()}
 
     @staticmethod
     def from_yaml(path: str | Path) -> Pipeline:
@@ -177,7 +193,10 @@ class Pipeline:
         """Signals then transforms, without the estimator: the batch with every column they wrote."""
         diagnostics: list[Diagnostic] = []
         stages: list[tuple[str, Any]] = [
-            (f"signals.{name} {signal.component_name}", lambda b, i, s=signal, n=name: s(b, n))
+            (
+                f"signals.{name} {self.specs[name].component_name}",
+                lambda b, i, s=signal, n=name: s(b, n),
+            )
             for name, signal in self.signals.items()
         ] + [
             (f"transforms[{index}] {transform.component_name}", transform)
@@ -195,6 +214,11 @@ class Pipeline:
                 for name, column in batch.episodes.items()
                 if before_episodes.get(name) is not column
             ]
+            verdict = before_episodes.get(VERDICT)
+            if verdict is not None and batch.episodes.get(VERDICT) is not verdict:
+                # a verdict is the grader's; a stage that rewrote it would change what is logged
+                # as accuracy and what every gate after it reads
+                raise ValidationError(VERDICT, f"{stage} changed the verdict, which is read-only")
             for name, column in changed:
                 _check_finite(batch, stage, name, column, name in batch.steps)
                 diagnostics.append(_summarize(stage, name, column))

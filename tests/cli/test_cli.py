@@ -124,11 +124,11 @@ RECIPE_ERRORS = {
     ),
     "unknown_parameter": (
         "estimator: {kind: gae, gama: 0.9}\n",
-        r"estimator\.gama: unknown parameter for estimator 'gae'",
+        r"estimator\.gama: unknown estimator 'gae' parameter",
     ),
     "internal_state_is_not_a_parameter": (
         "transforms:\n  - {kind: blend, history: [1.0]}\nestimator: {kind: gae}\n",
-        r"transforms\[0\]\.history: unknown parameter for transform 'blend' \(parameters: "
+        r"transforms\[0\]\.history: unknown transform 'blend' parameter \(known: "
         r"auxiliary, primary, target, initial, learning_rate, gamma, minimum, maximum\)",
     ),
     "missing_estimator": ("transforms: []\n", r"missing 'estimator'"),
@@ -185,6 +185,10 @@ def test_validate_and_components(tmp_path: Path) -> None:
         "fork_relative",
     ):
         assert name in listing.stdout
+    worlds = run("components", "--kind", "world")
+    assert worlds.returncode == 0
+    assert "control" in worlds.stdout and "reasoning" in worlds.stdout
+    assert "env_id" in worlds.stdout and "sft_noise" in worlds.stdout  # parameters, listed once
     assert run("components", "--kind", "nonsense").returncode == 2
     assert json.loads(EXAMPLE.read_text().splitlines()[0])["group"] == 0
 

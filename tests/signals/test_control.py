@@ -19,8 +19,7 @@ def _batch(obs: np.ndarray) -> Trajectories:
     st.lists(st.lists(st.integers(0, 3), min_size=4, max_size=4), min_size=1, max_size=30),
 )
 def test_count_bonus_matches_dictionary_counts(first, second) -> None:
-    signal = CountBonus(scale=0.5)
-    signal.prepare(SignalContext())
+    signal = CountBonus(scale=0.5).bind(SignalContext())
     counts: dict[tuple[int, ...], int] = {}
     for rows in (first, second):
         for row in rows:
@@ -31,8 +30,9 @@ def test_count_bonus_matches_dictionary_counts(first, second) -> None:
 
 
 def test_progress_model_orders_held_out_demonstrations() -> None:
-    signal = ProgressPotential(demos=20, fit_steps=300)
-    signal.prepare(SignalContext(0, lambda n: demonstrations("MiniGrid-DoorKey-5x5-v0", n, 0)))
+    signal = ProgressPotential(demos=20, fit_steps=300).bind(
+        SignalContext(0, lambda n: demonstrations("MiniGrid-DoorKey-5x5-v0", n, 0))
+    )
     held_out = demonstrations("MiniGrid-DoorKey-5x5-v0", 10, 5_000)
     correlations = []
     for episode in held_out:

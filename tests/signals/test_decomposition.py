@@ -42,8 +42,7 @@ def test_return_decomposition_credits_the_step_that_decides_the_outcome() -> Non
             "estimator": {"kind": "gae"},
         }
     )
-    pipeline = Pipeline(recipe)
-    pipeline.prepare(SignalContext(seed=0))
+    pipeline = Pipeline(recipe, SignalContext(seed=0))
     out, _ = pipeline.transform(batch)
     shaped = out.step("reward").numpy().reshape(count, episodes)
     np.testing.assert_allclose(shaped.sum(1), rewards.sum(1), atol=1e-6)  # exact per-episode sum

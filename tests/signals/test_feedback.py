@@ -46,8 +46,7 @@ def _doorkey_states() -> tuple[np.ndarray, np.ndarray]:
 
 def test_hashing_reward_is_the_label_decayed_by_visit_counts() -> None:
     obs, carrying = _doorkey_states()
-    signal = AIFeedback(keywords=["carry a key"], scale=0.5)
-    signal.prepare(SignalContext())
+    signal = AIFeedback(keywords=["carry a key"], scale=0.5).bind(SignalContext(captions=describe))
     first = signal(_batch(obs), "bonus").step("bonus").numpy()
     assert np.all(first == 0.0)  # nothing labelled yet: annotation never blocks the step
     signal.wait()
@@ -66,13 +65,31 @@ def test_learned_reward_models_separate_labelled_states(model: str) -> None:
     obs, carrying = _doorkey_states()
     signal = AIFeedback(
         keywords=["carry a key"], reward_model=model, decay=False, scale=1.0, train_steps=150
-    )
-    signal.prepare(SignalContext(seed=0))
+    ).bind(SignalContext(seed=0, captions=describe))
     signal(_batch(obs), "bonus")
     signal.wait()
     scores = signal(_batch(obs), "bonus").step("bonus").numpy()
     # Every key-carrying state scores above every other state (AUC = 1 on these demonstrations).
     assert scores[carrying].min() > scores[~carrying].max()
+
+
+def test_captions_come_from_the_world_or_from_an_import_path() -> None:
+    """Without ``caption`` the signal needs the world's captioner; with one it needs nothing."""
+    from densereward.core.errors import ConfigError
+
+    assert AIFeedback().needs().captions and not AIFeedback(caption="json:dumps").needs().captions
+    with pytest.raises(ConfigError, match="offers no captioner"):
+        AIFeedback().bind(SignalContext())
+    obs, _ = _doorkey_states()
+    own = AIFeedback(caption="tests.signals.test_feedback:describe_all_as_key", keywords=["key"])
+    bound = own.bind(SignalContext())
+    bound(_batch(obs), "bonus")
+    bound.wait()
+    assert np.all(bound(_batch(obs), "bonus").step("bonus").numpy() > 0)
+
+
+def describe_all_as_key(observations: np.ndarray) -> list[str]:
+    return ["a key"] * len(observations)
 
 
 class _Judge(BaseHTTPRequestHandler):

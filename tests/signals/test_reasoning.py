@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from densereward.core.components import SignalContext
 from densereward.core.errors import ConfigError
 from densereward.models.language import token_logprobs, trajectories_to_rows
 from densereward.models.prm import ProcessRewardModel
-from densereward.signals.base import SignalContext
 from densereward.signals.reasoning import (
     AnswerLikelihoodSignal,
     ImplicitPRMSignal,
@@ -22,7 +22,7 @@ from densereward.signals.reasoning import (
     step_token_sums,
 )
 from densereward.worlds.reasoning.rollouts import policy_prompt, rollout
-from densereward.worlds.reasoning.tasks import STEP_TAG
+from densereward.worlds.reasoning.tasks import STEP_TAG, TEXT_FORMAT
 from tests.reasoning_fixtures import generator, model, problems, tokenizer
 
 
@@ -34,7 +34,9 @@ def rollout_batch(n_problems=4, n=3, seed=0):
 
 def context(**models):
     return SignalContext(
-        models={"policy": model(), "reference": model(), **models}, tokenizer=tokenizer()
+        models={"policy": model(), "reference": model(), **models},
+        tokenizer=tokenizer(),
+        text_format=TEXT_FORMAT,
     )
 
 
@@ -51,12 +53,12 @@ def slow_answer_probability(lm, prompt: str, context_ids: list[int], answer: str
 
 def test_implicit_rewards_sum_to_beta_times_the_sequence_log_ratio():
     batch, rows, _ = rollout_batch()
-    signal = ImplicitPRMSignal(beta=0.05, learning_rate=1e-2, updates=2)
+    spec = ImplicitPRMSignal(beta=0.05, learning_rate=1e-2, updates=2)
     # the trainer hands over its reference frozen (requires_grad off): φ must still learn
     frozen = copy.deepcopy(model())
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)
-    signal.prepare(context(reference=frozen))
+    signal = spec.bind(context(reference=frozen))
     out = signal(batch, "implicit")
     # after its online update, φ differs from the reference, so the log-ratio is not zero
     with torch.no_grad():
@@ -78,8 +80,8 @@ def test_implicit_prm_update_moves_rewards_toward_outcomes():
     batch, _, _ = rollout_batch(6, 4, seed=5)
     outcome = torch.tensor([float(i % 2) for i in range(len(batch))], dtype=torch.float64)
     batch = batch.with_episodes(outcome=outcome)
-    signal = ImplicitPRMSignal(beta=0.5, learning_rate=5e-3, updates=20)
-    signal.prepare(context())
+    spec = ImplicitPRMSignal(beta=0.5, learning_rate=5e-3, updates=20)
+    signal = spec.bind(context())
     out = signal(batch, "implicit")
     totals = torch.zeros(len(batch), dtype=torch.float64).index_add_(
         0, batch.segments.ids, out.step("implicit")
@@ -89,8 +91,8 @@ def test_implicit_prm_update_moves_rewards_toward_outcomes():
 
 def test_information_gain_telescopes_and_matches_slow_probabilities():
     batch, rows, items = rollout_batch()
-    signal = InformationGainSignal()
-    signal.prepare(context())
+    spec = InformationGainSignal()
+    signal = spec.bind(context())
     p0, p = signal.probabilities(batch)
     gains = signal(batch, "ig").step("ig")
     tag = tokenizer().convert_tokens_to_ids(STEP_TAG)
@@ -120,8 +122,8 @@ def test_information_gain_telescopes_and_matches_slow_probabilities():
 
 def test_answer_likelihood_is_the_log_probability_after_the_reasoning():
     batch, rows, items = rollout_batch(3, 2, seed=1)
-    signal = AnswerLikelihoodSignal()
-    signal.prepare(context())
+    spec = AnswerLikelihoodSignal()
+    signal = spec.bind(context())
     out = signal(batch, "likelihood").step("likelihood")
     tag = tokenizer().convert_tokens_to_ids(STEP_TAG)
     last = batch.segments.last
@@ -138,8 +140,8 @@ def test_progress_is_the_change_in_prover_value():
     batch, rows, _ = rollout_batch()
     value = ProcessRewardModel(model())
     torch.nn.init.normal_(value.head.weight, std=0.5)
-    signal = ProgressSignal(model="prover_value")
-    signal.prepare(context(prover_value=value))
+    spec = ProgressSignal(model="prover_value")
+    signal = spec.bind(context(prover_value=value))
     progress = signal(batch, "progress").step("progress")
     rows = trajectories_to_rows(batch)
     ends = batch.token_spans[:, 1]
@@ -153,8 +155,16 @@ def test_progress_is_the_change_in_prover_value():
         )
 
 
+def test_a_language_signal_without_a_text_format_is_a_config_error():
+    """The step tag and answer mark are the world's; a context without them cannot bind."""
+    bare = SignalContext(models={"policy": model()}, tokenizer=tokenizer())
+    with pytest.raises(ConfigError, match="information_gain: needs a tokenizer and a text format"):
+        InformationGainSignal().bind(bare)
+    assert InformationGainSignal().needs().text and AnswerLikelihoodSignal().needs().text
+
+
 def test_a_signal_without_its_model_is_a_config_error():
     with pytest.raises(ConfigError, match="needs model 'prm_mc'"):
         from densereward.signals.reasoning import PRMSignal
 
-        PRMSignal(model="prm_mc").prepare(context())
+        PRMSignal(model="prm_mc").bind(context())

@@ -3,23 +3,20 @@ per-token formula, and a policy that learns from outcome rewards."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import pytest
 import torch
 
+from densereward.core.components import Signal
 from densereward.core.layouts import broadcast_to_tokens
 from densereward.core.registry import register
 from densereward.pipeline import Pipeline, Recipe
-from densereward.trainers.grpo import (
-    GRPOConfig,
-    evaluate_accuracy,
-    policy_loss,
-    token_advantages,
-    train_grpo,
-)
+from densereward.trainers.grpo import GRPOConfig, policy_loss, token_advantages, train_grpo
 from densereward.worlds.reasoning.rollouts import rollout
+from densereward.worlds.reasoning.task import ReasoningTask
 from tests.reasoning_fixtures import generator, model, problems, tokenizer
 
 OUTCOME_GRPO = Recipe.from_dict({"estimator": {"kind": "grpo", "reward": None}})
@@ -91,8 +88,8 @@ def test_policy_loss_matches_the_per_token_formula():
 
 
 @register("signal", "test_short_response", paper="test only")
-@dataclass
-class ShortResponse:
+@dataclass(frozen=True)
+class ShortResponse(Signal):
     """Reward 1 on the last step of responses of at most ``tokens`` tokens."""
 
     tokens: int = 4
@@ -126,7 +123,8 @@ def test_grpo_raises_the_reward_its_pipeline_gives():
         learning_rate=3e-3,
         eval_every=100,
     )
-    result = train_grpo(config, lm, tok, lambda n, u: items[:n], items[:4], recipe)
+    task = ReasoningTask(tok, lambda n, u: items[:n], items[:4])
+    result = train_grpo(config, lm, task, recipe)
     rewards = [row["reward/short"] for row in result.metrics if "reward/short" in row]
     assert len(rewards) == 30
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.2
@@ -144,11 +142,58 @@ def test_each_evaluation_is_logged_at_the_samples_its_policy_trained_on():
     config = GRPOConfig(
         updates=2, prompts_per_update=2, group_size=4, max_new_tokens=12, eval_every=1
     )
-    start = evaluate_accuracy(lm, tok, items[:4], config.max_new_tokens)
-    result = train_grpo(
-        config, lm, tok, lambda n, u: items[u * n : (u + 1) * n], items[:4], OUTCOME_GRPO
-    )
+    task = ReasoningTask(tok, lambda n, u: items[u * n : (u + 1) * n], items[:4])
+    start = task.evaluate(lm, config.max_new_tokens)
+    result = train_grpo(config, lm, task, OUTCOME_GRPO)
     assert [row["samples"] for row in result.metrics] == [0.0, 8.0, 16.0]
     assert result.metrics[0]["eval_accuracy"] == start["eval_accuracy"]
-    final = evaluate_accuracy(result.policy, tok, items[:4], config.max_new_tokens)
+    final = task.evaluate(result.policy, config.max_new_tokens)
     assert result.metrics[-1]["eval_greedy_accuracy"] == final["eval_greedy_accuracy"]
+
+
+@dataclass(frozen=True)
+class ShortIsRight(ReasoningTask):
+    """The reasoning task graded so that a response of at most ``tokens`` tokens is right: a
+    verdict a random policy reaches often. Keeps every batch it hands out."""
+
+    tokens: int = 6
+    drawn: list = dataclasses.field(default_factory=list)
+
+    def rollout(self, policy, prompts, group_size, max_new_tokens, temperature, generator):
+        batch, rows, cost = super().rollout(
+            policy, prompts, group_size, max_new_tokens, temperature, generator
+        )
+        short = (batch.token_spans[batch.segments.last, 1] <= self.tokens).double()
+        batch = batch.with_episodes(outcome=short, verdict=short)
+        self.drawn.append(batch)
+        return batch, rows, cost
+
+
+def test_accuracy_and_gates_read_the_verdict_after_the_outcome_is_combined_away():
+    """``combine`` moves the outcome reward into the steps and zeroes it. Accuracy is still the
+    verdict's, and a gate placed after the combine still opens for right responses: with the
+    outcome read as correctness, both were 0."""
+    tok = tokenizer()
+    lm = model().__class__(model().config)
+    lm.load_state_dict(model().state_dict())
+    items = problems(8, 3)
+    task = ShortIsRight(tok, lambda n, u: items[:n], items[:2])
+    recipe = Recipe.from_dict(
+        {
+            "signals": {"short": {"kind": "test_short_response", "tokens": 6}},
+            "transforms": [
+                {"kind": "combine", "weights": {"outcome": 1.0}, "target": "reward"},
+                {"kind": "gate", "source": "short", "gate": "verdict", "target": "gated"},
+            ],
+            "estimator": {"kind": "grpo", "reward": "reward"},
+        }
+    )
+    config = GRPOConfig(
+        updates=4, prompts_per_update=4, group_size=6, max_new_tokens=12, eval_every=100
+    )
+    rows = train_grpo(config, lm, task, recipe).metrics[:-1]
+    accuracy = [row["train_accuracy"] for row in rows]
+    assert accuracy == [float(batch.verdict.mean()) for batch in task.drawn]
+    assert max(accuracy) > 0
+    assert [row["reward/gated"] for row in rows] == [row["reward/short"] for row in rows]
+    assert [row["reward/reward"] for row in rows] == pytest.approx(accuracy)

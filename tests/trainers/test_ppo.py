@@ -5,16 +5,22 @@ import math
 import pytest
 
 from densereward.pipeline import Pipeline, Recipe
-from densereward.trainers import PPOConfig, train_ppo
+from densereward.trainers import PPOConfig
+from densereward.trainers import train_ppo as train_on
+from densereward.worlds.control.envs import make_vector_env
 
+EMPTY = "MiniGrid-Empty-5x5-v0"
 TINY = dict(
-    env_id="MiniGrid-Empty-5x5-v0",
     total_steps=512,
     num_envs=2,
     num_steps=64,
     num_minibatches=2,
     update_epochs=2,
 )
+
+
+def train_ppo(config: PPOConfig, pipeline: Pipeline | None = None, env_id: str = EMPTY):
+    return train_on(config, lambda n: make_vector_env(env_id, n), pipeline)
 
 
 def test_ppo_is_deterministic_under_a_seed() -> None:
@@ -50,7 +56,8 @@ def test_true_and_shaped_rewards_are_logged_apart() -> None:
 @pytest.mark.slow
 def test_ppo_learns_doorkey_5x5() -> None:
     metrics = train_ppo(
-        PPOConfig(env_id="MiniGrid-DoorKey-5x5-v0", total_steps=81_920, learning_rate=1e-3, seed=0)
+        PPOConfig(total_steps=81_920, learning_rate=1e-3, seed=0),
+        env_id="MiniGrid-DoorKey-5x5-v0",
     ).metrics
     successes = [row["success_rate"] for row in metrics[-5:] if not math.isnan(row["success_rate"])]
     assert successes and min(successes) >= 0.9
@@ -92,14 +99,9 @@ def test_continuous_ppo_clips_actions_for_the_env_only() -> None:
     )
     metrics = train_ppo(
         PPOConfig(
-            env_id="DenseRewardTest/SpyPendulum-v0",
-            total_steps=256,
-            num_envs=1,
-            num_steps=128,
-            num_minibatches=2,
-            update_epochs=1,
-            seed=0,
-        )
+            total_steps=256, num_envs=1, num_steps=128, num_minibatches=2, update_epochs=1, seed=0
+        ),
+        env_id="DenseRewardTest/SpyPendulum-v0",
     ).metrics
     assert max(seen) <= 2.0  # Pendulum's bound; the sampled Gaussian actions exceed it
     assert [row["env_steps"] for row in metrics] == [128, 256]
@@ -108,30 +110,41 @@ def test_continuous_ppo_clips_actions_for_the_env_only() -> None:
 def test_success_is_reported_only_where_the_environment_defines_it() -> None:
     # CartPole terminates when the pole falls (reward 1 on that step): that is no success.
     cartpole = train_ppo(
-        PPOConfig(
-            env_id="CartPole-v1",
-            total_steps=512,
-            num_envs=2,
-            num_steps=128,
-            update_epochs=1,
-            seed=0,
-        )
+        PPOConfig(total_steps=512, num_envs=2, num_steps=128, update_epochs=1, seed=0),
+        env_id="CartPole-v1",
     ).metrics
     assert all(math.isnan(row["success_rate"]) for row in cartpole)
     assert all(row["true_return"] > 0 for row in cartpole if row["episodes"])
-    # MiniGrid: reaching the goal terminates with a positive reward.
+    # MiniGrid: reaching the goal terminates with a positive reward (the world's wrapper says
+    # so in the final info); a time-limit truncation is a failure, not a missing value.
     empty = train_ppo(PPOConfig(**TINY, seed=0)).metrics
     assert any(row["success_rate"] > 0 for row in empty if row["episodes"])
+    assert all(not math.isnan(row["success_rate"]) for row in empty if row["episodes"])
 
 
-def test_ppo_refuses_an_estimator_that_drops_trajectories_before_any_rollout(monkeypatch):
+def test_ppo_refuses_an_estimator_that_drops_trajectories_before_any_rollout():
     from densereward.core.errors import ConfigError
-    from densereward.trainers import ppo
 
-    def no_env(*args, **kwargs):
+    def no_env(n):
         raise AssertionError("environments were made before the estimator was checked")
 
-    monkeypatch.setattr(ppo, "make_vector_env", no_env)
     pipeline = Pipeline(Recipe.from_dict({"estimator": {"kind": "prof", "process": "reward"}}))
     with pytest.raises(ConfigError, match="estimator: prof selects trajectories"):
-        train_ppo(PPOConfig(**TINY), pipeline)
+        train_on(PPOConfig(**TINY), no_env, pipeline)
+
+
+def test_ppo_refuses_environments_without_same_step_autoreset():
+    from gymnasium.vector import AutoresetMode
+
+    from densereward.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="same-step autoreset"):
+        train_on(PPOConfig(**TINY), lambda n: make_vector_env(EMPTY, n, AutoresetMode.NEXT_STEP))
+
+
+@pytest.mark.parametrize("field", ["total_steps", "num_envs", "num_minibatches"])
+def test_a_non_positive_size_is_refused_with_its_name(field: str) -> None:
+    from densereward.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{field}: must be positive, got 0"):
+        PPOConfig(**{**TINY, field: 0})

@@ -15,6 +15,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from densereward import Trajectories
+from densereward.core.components import Signal
 from densereward.core.layouts import from_rollout_buffer
 from densereward.core.registry import register
 from densereward.pipeline import Pipeline, Recipe
@@ -22,8 +23,8 @@ from densereward.trainers.sb3 import DenseRewardVecEnv
 
 
 @register("signal", "test_cart_potential", paper="(test)")
-@dataclass
-class CartPotential:
+@dataclass(frozen=True)
+class CartPotential(Signal):
     """Phi(s) = 3 x + theta + 1 for CartPole."""
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:

@@ -1,30 +1,49 @@
-"""Named components (transforms, estimators, later signals) with typed, validated parameters.
+"""Named components (signals, transforms, estimators, worlds) with typed, validated parameters.
 
-A component is a frozen dataclass whose fields are its parameters; one decorator registers it:
+A component is a frozen dataclass whose fields are its parameters, subclassing the protocol of
+its kind (``core.components``); one decorator registers it:
 
 >>> from dataclasses import dataclass
+>>> from densereward.core.components import Transform
 >>> @register("transform", "doctest_scale", paper="(none)")
 ... @dataclass(frozen=True)
-... class Scale:
+... class Scale(Transform):
 ...     '''Multiply a column by a constant.'''
 ...     factor: float = 1.0
+...     def __call__(self, batch, iteration=0):
+...         return batch
 >>> build("transform", {"kind": "doctest_scale", "factor": 2}).factor
 2.0
 >>> unregister("transform", "doctest_scale")
+
+Registration cannot be forgotten: each component package imports all of its modules
+(``import_submodules``), and components outside densereward register through the entry-point
+group ``densereward.plugins`` (each entry names a module to import), loaded on first lookup.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.metadata
+import pkgutil
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from densereward.core.components import Estimator, Signal, Transform, World
 from densereward.core.errors import ConfigError
 
-KINDS = ("signal", "transform", "estimator")
+KINDS = ("signal", "transform", "estimator", "world")
+PROTOCOLS: dict[str, type] = {
+    "signal": Signal,
+    "transform": Transform,
+    "estimator": Estimator,
+    "world": World,
+}
+PLUGIN_GROUP = "densereward.plugins"
 
 T = TypeVar("T")
 
@@ -58,6 +77,7 @@ class Component:
 
 
 _REGISTRY: dict[tuple[str, str], Component] = {}
+_PLUGINS_LOADED = False
 
 
 def register(kind: str, name: str, paper: str = "") -> Callable[[type[T]], type[T]]:
@@ -68,6 +88,15 @@ def register(kind: str, name: str, paper: str = "") -> Callable[[type[T]], type[
     def decorate(cls: type[T]) -> type[T]:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls.__name__} must be a dataclass to be registered")
+        protocol = PROTOCOLS[kind]
+        if protocol not in cls.__mro__:
+            raise TypeError(
+                f"{cls.__name__} must subclass densereward.core.components.{protocol.__name__} "
+                f"to be registered as a {kind}"
+            )
+        defines = {name for k in cls.__mro__ if k is not object for name in vars(k)}
+        if kind == "signal" and getattr(cls, "bind") is Signal.bind and "__call__" not in defines:  # noqa: B009
+            raise TypeError(f"signal {cls.__name__} must define __call__ or bind")
         existing = _REGISTRY.get((kind, name))
         # The same class imported twice (e.g. by doctest collection) re-registers; another does not.
         if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
@@ -85,7 +114,32 @@ def unregister(kind: str, name: str) -> None:
     _REGISTRY.pop((kind, name), None)
 
 
+def import_submodules(package: str, recursive: bool = False) -> None:
+    """Import every module of ``package`` (and of its sub-packages when ``recursive``), so the
+    components they define register themselves: a package needs no hand-kept list."""
+    module = importlib.import_module(package)
+    walk = pkgutil.walk_packages if recursive else pkgutil.iter_modules
+    for info in walk(module.__path__, prefix=f"{package}."):
+        importlib.import_module(info.name)
+
+
+def load_plugins() -> None:
+    """Import the modules of the ``densereward.plugins`` entry points (once)."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            entry.load()
+        except Exception as error:  # a broken plugin is the user's to fix: say which, once
+            raise ConfigError(
+                f"plugin {entry.name}", f"{entry.value} failed to import ({error})"
+            ) from None
+
+
 def components(kind: str | None = None) -> list[Component]:
+    load_plugins()
     return sorted(
         (c for c in _REGISTRY.values() if kind is None or c.kind == kind),
         key=lambda c: (KINDS.index(c.kind), c.name),
@@ -93,6 +147,7 @@ def components(kind: str | None = None) -> list[Component]:
 
 
 def lookup(kind: str, name: str, path: str = "") -> Component:
+    load_plugins()
     if (kind, name) not in _REGISTRY:
         known = ", ".join(c.name for c in components(kind))
         raise ConfigError(path, f"unknown {kind} {name!r} (known: {known})")
@@ -109,17 +164,38 @@ def build(kind: str, spec: Mapping[str, Any], path: str = "") -> Any:
     if not isinstance(name, str):
         raise ConfigError(f"{path}.kind", f"expected a name, got {_show(name)}")
     component = lookup(kind, name, f"{path}.kind" if path else "kind")
-    hints = typing.get_type_hints(component.cls)
-    # a component's parameters are its init fields; the others are state it keeps while in use
-    fields = {f.name: f for f in dataclasses.fields(component.cls) if f.init}
+    parameters = {key: value for key, value in spec.items() if key != "kind"}
+    return build_config(component.cls, parameters, path, f"{kind} {name!r}")
+
+
+def build_config(
+    cls: type[T],
+    given: Mapping[str, Any],
+    path: str,
+    what: str,
+    hidden: tuple[str, ...] = (),
+) -> T:
+    """The dataclass ``cls`` from ``given``, every value checked against its field's type.
+
+    The one loader of typed configs (components, worlds, trainers): unknown keys, wrong types,
+    missing parameters and a ``ValueError`` from ``__post_init__`` are ``ConfigError``s naming
+    ``path.key``. Fields in ``hidden`` (a trainer's ``seed``: the run sets it) and fields with
+    ``init=False`` (working state) are not parameters.
+    """
+    if not isinstance(given, Mapping):
+        raise ConfigError(path, f"expected a mapping of {what} parameters, got {_show(given)}")
+    hints = typing.get_type_hints(cls)
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and f.name not in hidden
+    }
     values: dict[str, Any] = {}
-    for key, value in spec.items():
-        if key == "kind":
-            continue
-        where = f"{path}.{key}" if path else key
+    for key, value in given.items():
+        where = f"{path}.{key}" if path else str(key)
         if key not in fields:
             known = ", ".join(fields) or "none"
-            raise ConfigError(where, f"unknown parameter for {kind} {name!r} (parameters: {known})")
+            raise ConfigError(where, f"unknown {what} parameter (known: {known})")
         values[key] = coerce(value, hints[key], where)
     missing = [
         f.name
@@ -129,9 +205,11 @@ def build(kind: str, spec: Mapping[str, Any], path: str = "") -> Any:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(path, f"{kind} {name!r} needs parameter(s): {', '.join(missing)}")
+        raise ConfigError(path, f"{what} needs parameter(s): {', '.join(missing)}")
     try:
-        return component.cls(**values)
+        return cls(**values)
+    except ConfigError as error:  # a __post_init__ that names the field: put it under ``path``
+        raise ConfigError(".".join(p for p in (path, error.path) if p), error.problem) from None
     except (ValueError, TypeError) as error:
         raise ConfigError(path, str(error)) from None
 

@@ -3,8 +3,11 @@
 Per step: named columns of shape ``[num_steps, ...]`` (rewards, values, PRM scores, ...), optional
 ``token_spans`` (the ``[start, end)`` tokens of each step inside its trajectory's response) and an
 optional tree (``parent`` per step). Per trajectory: named columns of shape
-``[num_trajectories, ...]``; the well-known ones are ``outcome``, ``group``, ``terminated`` and
-``truncated``. Text (prompts, step strings) rides along in ``text`` / ``step_text``.
+``[num_trajectories, ...]``; the well-known ones are ``outcome``, ``verdict``, ``group``,
+``terminated`` and ``truncated``. ``outcome`` is a *reward* (transforms may move it into the
+steps and zero it); ``verdict`` is the grader's *judgement* of the trajectory (1.0 correct, 0.0
+not), which no pipeline stage may change once it is there: trainers log accuracy from it and
+safeguards (``gate``, ``trust``) read it. Text (prompts, step strings) rides along in ``text`` / ``step_text``.
 
 Columns are ``torch.Tensor`` on any device and of any dtype; NumPy arrays are wrapped without a
 copy. Construction validates everything once (this is the edge of the library); methods that
@@ -28,6 +31,7 @@ from densereward.core.segments import Groups, Segments
 ArrayLike = Tensor | np.ndarray | Sequence[Any]
 
 OUTCOME = "outcome"
+VERDICT = "verdict"
 GROUP = "group"
 TERMINATED = "terminated"
 TRUNCATED = "truncated"
@@ -172,6 +176,18 @@ class Trajectories:
         if OUTCOME in self.episodes and not self.episodes[OUTCOME].is_floating_point():
             # An integer or boolean outcome (0/1 correctness) is a reward: make it one.
             self.episodes[OUTCOME] = self.episodes[OUTCOME].to(torch.get_default_dtype())  # type: ignore[index]
+        if VERDICT in self.episodes:
+            verdict = self.episodes[VERDICT]
+            if not verdict.is_floating_point():
+                verdict = verdict.to(torch.get_default_dtype())
+            outside = (verdict < 0) | (verdict > 1)
+            if bool(outside.any()):
+                raise ValidationError(
+                    VERDICT,
+                    "must lie in [0, 1] (1 correct, 0 not)",
+                    trajectory=int(torch.nonzero(outside)[0, 0]),
+                )
+            self.episodes[VERDICT] = verdict  # type: ignore[index]
         for flag in (TERMINATED, TRUNCATED):
             if flag in self.episodes and self.episodes[flag].dtype != torch.bool:
                 column = self.episodes[flag]
@@ -259,6 +275,10 @@ class Trajectories:
     @property
     def outcome(self) -> Tensor | None:
         return self.episodes.get(OUTCOME)
+
+    @property
+    def verdict(self) -> Tensor | None:
+        return self.episodes.get(VERDICT)
 
     @property
     def terminated(self) -> Tensor:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from densereward.core.components import Estimator
 from densereward.core.registry import register
 from densereward.core.segments import Groups, broadcast, segment_sum
 from densereward.core.trajectories import Trajectories
@@ -84,7 +85,7 @@ def estimate_fork_relative(
 
 @register("estimator", "fork_relative", paper="PORTool: Tool-Use LLM Training with Rewarded Tree")
 @dataclass(frozen=True)
-class ForkRelative:
+class ForkRelative(Estimator):
     """Shared steps get one value; siblings at each fork are compared with each other."""
 
     reward: str | None = "reward"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from densereward.core.components import Estimator
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.registry import register
 from densereward.core.segments import discounted_reverse_cumsum, next_in_segment
@@ -59,7 +60,7 @@ def estimate_gae(
 
 @register("estimator", "gae", paper="High-Dimensional Continuous Control Using GAE (Schulman 2016)")
 @dataclass(frozen=True)
-class GAE:
+class GAE(Estimator):
     """Generalized advantage estimation; bootstraps on truncation, not on termination."""
 
     gamma: float = 0.99

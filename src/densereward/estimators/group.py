@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from densereward.core.components import Estimator
 from densereward.core.registry import register
 from densereward.core.segments import broadcast
 from densereward.core.trajectories import Trajectories
@@ -84,7 +85,7 @@ def policy_loss_weights(
 
 @register("estimator", "grpo", paper="DeepSeekMath: GRPO (Shao et al. 2024)")
 @dataclass(frozen=True)
-class GRPO:
+class GRPO(Estimator):
     """Group-normalised trajectory score broadcast to every step."""
 
     reward: str | None = "reward"
@@ -99,7 +100,7 @@ class GRPO:
     "estimator", "dr_grpo", paper="Understanding R1-Zero-Like Training: Dr. GRPO (Liu et al. 2025)"
 )
 @dataclass(frozen=True)
-class DrGRPO:
+class DrGRPO(Estimator):
     """GRPO without the division by the group's standard deviation."""
 
     reward: str | None = "reward"
@@ -112,7 +113,7 @@ class DrGRPO:
     "estimator", "rloo", paper="Back to Basics: REINFORCE Leave-One-Out (Ahmadian et al. 2024)"
 )
 @dataclass(frozen=True)
-class RLOO:
+class RLOO(Estimator):
     """Trajectory score minus the mean score of the other trajectories in its group."""
 
     reward: str | None = "reward"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from densereward.core.components import Estimator
 from densereward.core.registry import register
 from densereward.core.segments import discounted_reverse_cumsum, pooled_zscore
 from densereward.core.trajectories import Trajectories
@@ -49,7 +50,7 @@ def estimate_igpo(
     "estimator", "igpo", paper="Information Gain-based Policy Optimization (Wang et al. 2025)"
 )
 @dataclass(frozen=True)
-class IGPO:
+class IGPO(Estimator):
     """Information-gain turn rewards with the outcome at the last turn, discounted, group z-scored."""
 
     information_gain: str = "information_gain"

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from densereward.core.components import Estimator
 from densereward.core.registry import register
 from densereward.core.segments import Groups, broadcast, segment_mean
 from densereward.core.trajectories import Trajectories
@@ -87,7 +88,7 @@ def estimate_prof(
     paper="Beyond Correctness: process consistency filter, PROF (Ye et al. 2025)",
 )
 @dataclass(frozen=True)
-class PROF:
+class PROF(Estimator):
     """GRPO on the responses whose mean process reward agrees with their outcome."""
 
     process: str = "prm"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from densereward.core.components import Estimator
 from densereward.core.registry import register
 from densereward.core.segments import discounted_reverse_cumsum
 from densereward.core.trajectories import Trajectories
@@ -55,7 +56,7 @@ def whiten(x: Tensor, eps: float = 1e-8) -> Tensor:
 
 @register("estimator", "reinforce_pp", paper="REINFORCE++ (Hu 2025)")
 @dataclass(frozen=True)
-class ReinforcePlusPlus:
+class ReinforcePlusPlus(Estimator):
     """Discounted token returns with a KL penalty, whitened over the whole batch."""
 
     reward: str | None = "reward"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from densereward.core.components import Estimator
 from densereward.core.registry import register
 from densereward.core.segments import (
     Groups,
@@ -101,7 +102,7 @@ def estimate_prime(
 
 @register("estimator", "step_grpo", paper="DeepSeekMath process supervision; OPRL")
 @dataclass(frozen=True)
-class StepGRPO:
+class StepGRPO(Estimator):
     """Group- (or batch-) normalised process rewards, return-to-go over steps, plus the outcome GRPO
     advantage."""
 
@@ -121,7 +122,7 @@ class StepGRPO:
     "estimator", "prime", paper="Process Reinforcement through Implicit Rewards (Cui et al. 2025)"
 )
 @dataclass(frozen=True)
-class PRIME:
+class PRIME(Estimator):
     """Leave-one-out process returns plus leave-one-out outcome advantage."""
 
     process: str = "implicit_reward"

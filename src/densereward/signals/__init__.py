@@ -1,10 +1,14 @@
 """Signals: where step rewards come from. Each writes named columns onto a ``Trajectories`` batch.
 
-A signal is a registered dataclass component with ``__call__(batch, name) -> batch``; those that
-learn before use (a progress model from demonstrations) also have ``prepare(context)``.
+A signal is a registered frozen dataclass subclassing ``densereward.core.components.Signal``: its
+fields are its parameters, ``needs()`` says what it asks of its context, and ``bind(context)``
+returns the ready callable ``(batch, name) -> batch`` (models looked up, fitted on demonstrations,
+counters started). Every module of this package is imported here, so a new signal registers by
+being written.
 """
 
-from densereward.signals.base import SignalContext
+from densereward.core.components import SignalContext
+from densereward.core.registry import import_submodules
 from densereward.signals.control import CountBonus, ProgressPotential
 from densereward.signals.decomposition import ReturnDecompositionSignal
 from densereward.signals.feedback import AIFeedback, OpenAIAnnotator, RuleAnnotator
@@ -16,6 +20,8 @@ from densereward.signals.reasoning import (
     PRMSignal,
     ProgressSignal,
 )
+
+import_submodules(__name__)
 
 __all__ = [
     "AIFeedback",

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from densereward.core.components import Needs, Signal, SignalContext
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.models.progress import ProgressModel
-from densereward.signals.base import SignalContext
 
 
 @register(
@@ -19,8 +19,8 @@ from densereward.signals.base import SignalContext
     "progress_model",
     paper="Robo-Dopamine; Unsupervised Perceptual Rewards (Sermanet et al.)",
 )
-@dataclass
-class ProgressPotential:
+@dataclass(frozen=True)
+class ProgressPotential(Signal):
     """Potential ``Phi(s) = scale * g(s)`` from a progress model fitted on demonstrations.
 
     Writes the step column ``<name>`` (``Phi(s_t)``) and the per-trajectory column
@@ -32,20 +32,29 @@ class ProgressPotential:
     demos: int = 20
     scale: float = 1.0
     fit_steps: int = 400
-    model: ProgressModel | None = field(default=None, init=False, repr=False)
-    fit_error: float | None = field(default=None, init=False, repr=False)
 
-    def prepare(self, context: SignalContext) -> None:
+    def needs(self) -> Needs:
+        return Needs(demonstrations=True)
+
+    def bind(self, context: SignalContext) -> FittedPotential:
         if context.demonstrations is None:
             raise ConfigError("signals.progress_model", "this world cannot provide demonstrations")
         episodes = context.demonstrations(self.demos)
         torch.manual_seed(context.seed)
-        self.model = ProgressModel(tuple(episodes[0].shape[1:]))
-        self.fit_error = self.model.fit(episodes, steps=self.fit_steps, seed=context.seed)
+        model = ProgressModel(tuple(episodes[0].shape[1:]))
+        fit_error = model.fit(episodes, steps=self.fit_steps, seed=context.seed)
+        return FittedPotential(model, self.scale, fit_error)
+
+
+@dataclass(frozen=True)
+class FittedPotential:
+    """``ProgressPotential`` bound: the fitted progress model and its training error."""
+
+    model: ProgressModel
+    scale: float
+    fit_error: float
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if self.model is None:
-            raise ConfigError(f"signals.{name}", "the progress model must be prepared before use")
         with torch.no_grad():
             potential = self.scale * self.model(batch.step("obs")).to(torch.float64)
             final = self.scale * self.model(batch.episode("final_obs")).to(torch.float64)
@@ -57,26 +66,28 @@ class ProgressPotential:
     "count_bonus",
     paper="count-based exploration (Bellemare et al. 2016; Strehl & Littman 2008)",
 )
-@dataclass
-class CountBonus:
+@dataclass(frozen=True)
+class CountBonus(Signal):
     """Novelty bonus ``scale / sqrt(N(s_t))`` with ``N`` the visits of the observation so far.
 
     Observations are hashed exactly (a random 64-bit projection of their bytes); counts persist
-    across batches, so the bonus decays as the agent revisits states. Writes step column
-    ``<name>`` from step column ``obs``.
+    across batches of one bound signal, so the bonus decays as the agent revisits states. Writes
+    step column ``<name>`` from step column ``obs``.
     """
 
     scale: float = 0.05
-    keys: np.ndarray = field(
-        default_factory=lambda: np.zeros(0, dtype=np.int64), init=False, repr=False
-    )
-    counts: np.ndarray = field(
-        default_factory=lambda: np.zeros(0, dtype=np.int64), init=False, repr=False
-    )
 
-    def prepare(self, context: SignalContext) -> None:
-        self.keys = np.zeros(0, dtype=np.int64)
-        self.counts = np.zeros(0, dtype=np.int64)
+    def bind(self, context: SignalContext) -> VisitCounts:
+        return VisitCounts(self.scale)
+
+
+@dataclass
+class VisitCounts:
+    """``CountBonus`` bound: the visit count of every observation hash seen so far."""
+
+    scale: float
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
         obs = batch.step("obs").reshape(batch.num_steps, -1).numpy()

@@ -7,18 +7,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from densereward.core.components import Signal, SignalContext
 from densereward.core.layouts import pad_segments
 from densereward.core.registry import register
 from densereward.core.returns import trajectory_scores
 from densereward.core.segments import Segments
 from densereward.core.trajectories import Trajectories
 from densereward.models.return_predictor import ReturnPredictor
-from densereward.signals.base import SignalContext
 
 
 @register("signal", "return_decomposition", paper="RUDDER (Arjona-Medina et al. 2019); SPA-RL")
-@dataclass
-class ReturnDecompositionSignal:
+@dataclass(frozen=True)
+class ReturnDecompositionSignal(Signal):
     """Writes ``<name>[t] = g(tau_{0:t})``, a GRU's prediction of the episode return from its prefix.
 
     Each call first trains the predictor for ``train_steps`` minibatches on the most recent
@@ -35,21 +35,30 @@ class ReturnDecompositionSignal:
     batch_size: int = 32
     replay: int = 256
     learning_rate: float = 1e-3
-    model: ReturnPredictor | None = field(default=None, init=False, repr=False)
-    memory: deque = field(default_factory=deque, init=False, repr=False)
-    last_loss: float = field(default=float("nan"), init=False, repr=False)
 
-    def prepare(self, context: SignalContext) -> None:
+    def bind(self, context: SignalContext) -> OnlineReturnPredictor:
         torch.manual_seed(context.seed)
-        self.model, self.memory = None, deque(maxlen=self.replay)
+        return OnlineReturnPredictor(self)
+
+
+@dataclass
+class OnlineReturnPredictor:
+    """``ReturnDecompositionSignal`` bound: the predictor (made at the first batch, when the
+    observation shape is known), its optimiser and the replay of completed episodes."""
+
+    spec: ReturnDecompositionSignal
+    model: ReturnPredictor | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    memory: deque = field(default_factory=deque)
+    last_loss: float = float("nan")
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
         obs = batch.step("obs")
         if self.model is None:
-            self.model = ReturnPredictor(tuple(obs.shape[1:]), self.hidden)
-            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
-            self.memory = deque(maxlen=self.replay)
-        returns = trajectory_scores(batch, self.source).float()
+            self.model = ReturnPredictor(tuple(obs.shape[1:]), self.spec.hidden)
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.spec.learning_rate)
+            self.memory = deque(maxlen=self.spec.replay)
+        returns = trajectory_scores(batch, self.spec.source).float()
         complete = batch.terminated | batch.truncated
         episodes = list(torch.split(obs, batch.lengths.tolist()))
         for i in torch.nonzero(complete).squeeze(1).tolist():
@@ -62,11 +71,14 @@ class ReturnDecompositionSignal:
         return batch.with_steps(**{name: predictions})
 
     def _train(self) -> None:
-        assert self.model is not None
+        assert self.model is not None and self.optimizer is not None
         generator = torch.Generator().manual_seed(len(self.memory))
-        for _ in range(self.train_steps):
+        for _ in range(self.spec.train_steps):
             chosen = torch.randint(
-                0, len(self.memory), (min(self.batch_size, len(self.memory)),), generator=generator
+                0,
+                len(self.memory),
+                (min(self.spec.batch_size, len(self.memory)),),
+                generator=generator,
             )
             sample = [self.memory[i] for i in chosen.tolist()]
             lengths = torch.tensor([len(o) for o, _ in sample])
@@ -75,7 +87,7 @@ class ReturnDecompositionSignal:
             rows, mask = pad_segments(torch.cat([o for o, _ in sample]), Segments(offsets))
             target = torch.stack([g for _, g in sample])[:, None].expand_as(mask)
             loss = ((self.model(rows) - target) ** 2)[mask].mean()
-            self._optimizer.zero_grad()
+            self.optimizer.zero_grad()
             loss.backward()
-            self._optimizer.step()
+            self.optimizer.step()
             self.last_loss = float(loss.detach())

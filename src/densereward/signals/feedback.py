@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from densereward.core.errors import DenseRewardError
+from densereward.core.components import Needs, Signal, SignalContext
+from densereward.core.errors import ConfigError, DenseRewardError
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.models.networks import make_encoder
-from densereward.signals.base import SignalContext
 from densereward.signals.functions import load_function
 
 
@@ -123,11 +123,15 @@ class _Scorer(nn.Module):
     "ai_feedback",
     paper="Online Intrinsic Rewards from LLM Feedback (ONI, Zheng et al. 2024)",
 )
-@dataclass
-class AIFeedback:
-    """Intrinsic reward distilled from asynchronous annotations of observation captions."""
+@dataclass(frozen=True)
+class AIFeedback(Signal):
+    """Intrinsic reward distilled from asynchronous annotations of observation captions.
 
-    caption: str = "densereward.worlds.control.captions:describe"
+    Observations are captioned by ``caption`` (an import path ``"module:function"``), or, when
+    it is not set, by the captioner the world offers.
+    """
+
+    caption: str | None = None
     annotator: Literal["rules", "openai"] = "rules"
     keywords: list[str] = field(default_factory=lambda: ["carry a key", "open door"])
     task: str = "pick up the key, open the door and reach the goal"
@@ -139,18 +143,44 @@ class AIFeedback:
     train_steps: int = 20
     examples_per_caption: int = 64
     workers: int = 4
-    state: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._describe: Callable[[np.ndarray], list[str]] = load_function(self.caption)  # type: ignore[assignment]
-        if self.annotator == "rules":
-            self._annotator: Annotator = RuleAnnotator(tuple(self.keywords))
-        else:
-            self._annotator = OpenAIAnnotator(self.base_url, self.model_name, self.task)
+        if self.caption is not None:
+            load_function(self.caption)  # a bad path fails when the recipe loads
 
-    def prepare(self, context: SignalContext) -> None:
+    def needs(self) -> Needs:
+        return Needs(captions=self.caption is None)
+
+    def bind(self, context: SignalContext) -> Annotations:
+        if self.caption is not None:
+            describe: Callable[[np.ndarray], list[str]] = load_function(self.caption)  # type: ignore[assignment]
+        elif context.captions is not None:
+            describe = context.captions
+        else:
+            raise ConfigError(
+                "signals.ai_feedback.caption",
+                "this world offers no captioner; name one ('module:function')",
+            )
+        annotator: Annotator = (
+            RuleAnnotator(tuple(self.keywords))
+            if self.annotator == "rules"
+            else OpenAIAnnotator(self.base_url, self.model_name, self.task)
+        )
         torch.manual_seed(context.seed)
-        self.state = {
+        return Annotations(self, describe, annotator, ThreadPoolExecutor(max_workers=self.workers))
+
+
+@dataclass
+class Annotations:
+    """``AIFeedback`` bound: captions sent, labels received, visit counts, examples per caption
+    and the reward model distilled from them."""
+
+    spec: AIFeedback
+    describe: Callable[[np.ndarray], list[str]]
+    annotator: Annotator
+    executor: ThreadPoolExecutor
+    state: dict[str, Any] = field(
+        default_factory=lambda: {
             "labels": {},
             "counts": {},
             "pending": [],
@@ -158,15 +188,13 @@ class AIFeedback:
             "model": None,
             "asked": set(),
         }
-        self._executor = ThreadPoolExecutor(max_workers=self.workers)
+    )
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if not self.state:
-            self.prepare(SignalContext())
         obs = batch.step("obs").numpy()
         flat = obs.reshape(obs.shape[0], -1)
         _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-        captions = self._describe(obs[first])
+        captions = self.describe(obs[first])
         labels, counts, examples = (
             self.state["labels"],
             self.state["counts"],
@@ -180,22 +208,20 @@ class AIFeedback:
         ]
         if fresh:
             self.state["asked"].update(fresh)
-            self.state["pending"].append(
-                (fresh, self._executor.submit(self._annotator.label, fresh))
-            )
+            self.state["pending"].append((fresh, self.executor.submit(self.annotator.label, fresh)))
         for caption, observation in zip(captions, obs[first], strict=True):
             kept = examples.setdefault(caption, [])
-            if len(kept) < self.examples_per_caption:
+            if len(kept) < self.spec.examples_per_caption:
                 kept.append(observation)
         for caption, visits in zip(
             *np.unique(np.array(captions)[inverse.reshape(-1)], return_counts=True), strict=True
         ):
             counts[caption] = counts.get(caption, 0) + int(visits)
         scores = self._scores(captions, obs[first])
-        if self.decay:
+        if self.spec.decay:
             scores = scores / np.sqrt(np.array([counts[c] for c in captions], dtype=np.float64))
         return batch.with_steps(
-            **{name: torch.from_numpy(self.scale * scores[inverse.reshape(-1)])}
+            **{name: torch.from_numpy(self.spec.scale * scores[inverse.reshape(-1)])}
         )
 
     def wait(self) -> None:
@@ -216,7 +242,7 @@ class AIFeedback:
 
     def _scores(self, captions: list[str], observations: np.ndarray) -> np.ndarray:
         labels = self.state["labels"]
-        if self.reward_model == "hashing":
+        if self.spec.reward_model == "hashing":
             return np.array([float(labels.get(c, 0)) for c in captions])
         labelled = [c for c in labels if c in self.state["examples"]]
         if len({labels[c] for c in labelled}) < 2:
@@ -236,8 +262,8 @@ class AIFeedback:
         model, optimizer = self.state["model"], self.state["optimizer"]
         positive, negative = obs[target == 1], obs[target == 0]
         generator = torch.Generator().manual_seed(len(labelled))
-        for _ in range(self.train_steps):
-            if self.reward_model == "classification":
+        for _ in range(self.spec.train_steps):
+            if self.spec.reward_model == "classification":
                 loss = nn.functional.binary_cross_entropy_with_logits(model(obs), target)
             else:  # Bradley-Terry: a labelled-positive state is preferred to a labelled-negative one
                 i = torch.randint(0, positive.shape[0], (64,), generator=generator)

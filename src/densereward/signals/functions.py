@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from densereward.core.components import Signal, SignalContext
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.layouts import transitions
 from densereward.core.registry import register
@@ -35,8 +36,8 @@ def load_function(path: str) -> RewardFunction:
 
 
 @register("signal", "reward_function", paper="imitation's reward-function convention")
-@dataclass
-class RewardFunctionSignal:
+@dataclass(frozen=True)
+class RewardFunctionSignal(Signal):
     """Step column from a batched ``R(obs, act, next_obs, terminated, truncated)`` (NumPy arrays).
 
     Reads step columns ``obs`` and ``action`` and the per-trajectory ``final_obs``; any
@@ -44,19 +45,27 @@ class RewardFunctionSignal:
     """
 
     function: str
-    callable_: RewardFunction | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.callable_ = load_function(self.function)
+        load_function(self.function)  # a bad path fails when the recipe loads
+
+    def bind(self, context: SignalContext) -> LoadedRewardFunction:
+        return LoadedRewardFunction(self.function, load_function(self.function))
+
+
+@dataclass(frozen=True)
+class LoadedRewardFunction:
+    """``RewardFunctionSignal`` bound: the imported callable."""
+
+    path: str
+    function: RewardFunction
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        assert self.callable_ is not None
         arrays = [t.cpu().numpy() for t in transitions(batch)]
-        values = np.asarray(self.callable_(*arrays), dtype=np.float64)
+        values = np.asarray(self.function(*arrays), dtype=np.float64)
         if values.shape != (batch.num_steps,):
             raise ValidationError(
                 f"steps.{name}",
-                f"{self.function} returned shape {list(values.shape)}, "
-                f"expected [{batch.num_steps}]",
+                f"{self.path} returned shape {list(values.shape)}, expected [{batch.num_steps}]",
             )
         return batch.with_steps(**{name: torch.from_numpy(values).to(batch.device)})

@@ -2,7 +2,8 @@
 
 All of them read a batch built by ``models.language.rows_to_trajectories`` (token rows ride along
 per trajectory; steps end at step tags) and look their models up by name in the
-``SignalContext`` handed to ``prepare``.
+``SignalContext`` they are bound to; the step tag and answer mark are the world's
+(``SignalContext.text_format``).
 
 - ``prm``: a process reward model's probability at each step's last token (one forward pass).
 - ``progress``: PAV (Setlur et al. 2024), ``A^μ(s_h, a_h) = Q^μ(s_h, a_h) − V^μ(s_h)``, read from a
@@ -22,12 +23,13 @@ per trajectory; steps end at step tags) and look their models up by name in the
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from densereward.core.components import Needs, Signal, SignalContext, TextFormat
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.registry import register
 from densereward.core.segments import Segments, previous_in_segment
@@ -38,14 +40,6 @@ from densereward.models.language import (
     token_logprobs,
     trajectories_to_rows,
 )
-from densereward.signals.base import SignalContext
-
-
-def _model(context: SignalContext, name: str, signal: str) -> Any:
-    if name not in context.models:
-        known = ", ".join(sorted(context.models)) or "none"
-        raise ConfigError(f"signals.{signal}", f"needs model {name!r}; this world offers: {known}")
-    return context.models[name]
 
 
 def step_token_sums(token_values: Tensor, batch: Trajectories) -> Tensor:
@@ -56,53 +50,59 @@ def step_token_sums(token_values: Tensor, batch: Trajectories) -> Tensor:
     return cumulative[rows, batch.token_spans[:, 1]] - cumulative[rows, batch.token_spans[:, 0]]
 
 
-@dataclass
-class _StepScorerSignal:
-    """A signal that scores steps with the step-scoring model (``ProcessRewardModel``) that the
-    context names ``model``."""
-
-    model: str
-    prm: Any = field(default=None, init=False, repr=False)
-
-    def prepare(self, context: SignalContext) -> None:
-        self.prm = _model(context, self.model, self.component_name)  # type: ignore[attr-defined]
-
-    def scorer(self) -> Any:
-        if self.prm is None:
-            raise ConfigError(
-                f"signals.{self.component_name}",  # type: ignore[attr-defined]
-                "prepare() was not called: no model",
-            )
-        return self.prm
-
-
 @register("signal", "prm", paper="Math-Shepherd (Wang et al. 2024)")
-@dataclass
-class PRMSignal(_StepScorerSignal):
+@dataclass(frozen=True)
+class PRMSignal(Signal):
     """Step scores ``σ(head(h_tag))`` of the process reward model named ``model``."""
 
     model: str = "prm"
 
+    def needs(self) -> Needs:
+        return Needs(models=(self.model,))
+
+    def bind(self, context: SignalContext) -> StepScores:
+        return StepScores(context.model(self.model, "prm"))
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """``PRMSignal`` bound: a ``ProcessRewardModel``."""
+
+    prm: Any
+
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        scores = self.scorer().score(trajectories_to_rows(batch), step_end_positions(batch))
+        scores = self.prm.score(trajectories_to_rows(batch), step_end_positions(batch))
         return batch.with_steps(**{name: scores.to(torch.float64)})
 
 
 @register("signal", "progress", paper="Rewarding Progress (Setlur et al. 2024), PAV")
-@dataclass
-class ProgressSignal(_StepScorerSignal):
+@dataclass(frozen=True)
+class ProgressSignal(Signal):
     """``Q^μ`` after each step minus the value before it, from a prover-value model."""
 
     model: str = "prover_value"
 
+    def needs(self) -> Needs:
+        return Needs(models=(self.model,))
+
+    def bind(self, context: SignalContext) -> StepProgress:
+        return StepProgress(context.model(self.model, "progress"))
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """``ProgressSignal`` bound: a prover-value ``ProcessRewardModel`` read at the prompt's last
+    token (``V^μ(s_0)``) and at every step end."""
+
+    prm: Any
+
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        scorer = self.scorer()
         rows = trajectories_to_rows(batch)
         ends = step_end_positions(batch)
         starts = torch.stack(
             [torch.arange(len(batch)), torch.full((len(batch),), rows.prompt_width - 1)], 1
         )
-        values = scorer.score(rows, torch.cat([starts, ends])).to(torch.float64)
+        values = self.prm.score(rows, torch.cat([starts, ends])).to(torch.float64)
         progress = step_differences(values[: len(batch)], values[len(batch) :], batch.segments)
         return batch.with_steps(**{name: progress})
 
@@ -116,8 +116,8 @@ def implicit_token_rewards(
 
 
 @register("signal", "implicit_prm", paper="PRIME (Cui et al. 2025)")
-@dataclass
-class ImplicitPRMSignal:
+@dataclass(frozen=True)
+class ImplicitPRMSignal(Signal):
     """Implicit process rewards from a log-ratio model updated online on outcome labels.
 
     Each call first takes ``updates`` AdamW steps on ``BCE(σ(β Σ_t log π_φ/π_ref), outcome)``
@@ -129,33 +129,43 @@ class ImplicitPRMSignal:
     learning_rate: float = 1e-4
     updates: int = 1
     reference: str = "reference"
-    phi: Any = field(default=None, init=False, repr=False)
-    frozen: Any = field(default=None, init=False, repr=False)
-    optimizer: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
-            raise ConfigError("signals.implicit_prm.beta", "must be positive")
+            raise ConfigError("beta", "must be positive")
 
-    def prepare(self, context: SignalContext) -> None:
-        self.frozen = _model(context, self.reference, "implicit_prm")
-        self.phi = copy.deepcopy(self.frozen)
-        for parameter in self.phi.parameters():  # the reference may come frozen
+    def needs(self) -> Needs:
+        return Needs(models=(self.reference,))
+
+    def bind(self, context: SignalContext) -> OnlineImplicitPRM:
+        frozen = context.model(self.reference, "implicit_prm")
+        phi = copy.deepcopy(frozen)
+        for parameter in phi.parameters():  # the reference may come frozen
             parameter.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(self.phi.parameters(), lr=self.learning_rate)
+        optimizer = torch.optim.AdamW(phi.parameters(), lr=self.learning_rate)
+        return OnlineImplicitPRM(self, phi, frozen, optimizer)
+
+
+@dataclass(frozen=True)
+class OnlineImplicitPRM:
+    """``ImplicitPRMSignal`` bound: ``π_φ`` (trained online), the frozen ``π_ref``, the optimiser."""
+
+    spec: ImplicitPRMSignal
+    phi: Any
+    frozen: Any
+    optimizer: torch.optim.Optimizer
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if self.phi is None:
-            raise ConfigError("signals.implicit_prm", "prepare() was not called: no model")
         rows = trajectories_to_rows(batch)
+        beta = self.spec.beta
         with torch.no_grad():  # π_ref is frozen: one pass serves every update and the scoring
             reference = token_logprobs(self.frozen, rows)
-        if batch.outcome is not None and self.updates > 0:
+        if batch.outcome is not None and self.spec.updates > 0:
             target = batch.outcome.float().clamp(0, 1)
             self.phi.train()
-            for _ in range(self.updates):
+            for _ in range(self.spec.updates):
                 policy = token_logprobs(self.phi, rows)
-                logit = implicit_token_rewards(policy, reference, self.beta).sum(1)
+                logit = implicit_token_rewards(policy, reference, beta).sum(1)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, target)
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -163,7 +173,7 @@ class ImplicitPRMSignal:
             self.phi.eval()
         with torch.no_grad():
             policy = token_logprobs(self.phi, rows)
-        tokens = implicit_token_rewards(policy, reference, self.beta).to(torch.float64)
+        tokens = implicit_token_rewards(policy, reference, beta).to(torch.float64)
         return batch.with_steps(**{name: step_token_sums(tokens, batch)})
 
 
@@ -229,27 +239,41 @@ def _reference_answers(
 
 
 @register("signal", "information_gain", paper="IGPO (Wang et al. 2025)")
-@dataclass
-class InformationGainSignal:
+@dataclass(frozen=True)
+class InformationGainSignal(Signal):
     """``IG_t = p_t − p_{t−1}`` per tagged step; ``p`` from the live policy (``model``)."""
 
     model: str = "policy"
-    answer_prefix: str = "#"
     answer: str = "answer"
-    step_tag: str = "ки"
-    policy: Any = field(default=None, init=False, repr=False)
-    tokenizer: Any = field(default=None, init=False, repr=False)
+    """The text column holding each trajectory's reference answer."""
 
-    def prepare(self, context: SignalContext) -> None:
-        self.policy = _model(context, self.model, "information_gain")
-        self.tokenizer = context.tokenizer
+    def needs(self) -> Needs:
+        return Needs(models=(self.model,), text=True)
+
+    def bind(self, context: SignalContext) -> InformationGain:
+        tokenizer, text_format = context.require_text("information_gain")
+        return InformationGain(
+            context.model(self.model, "information_gain"), tokenizer, text_format, self.answer
+        )
+
+
+@dataclass(frozen=True)
+class AnswerBelief:
+    """A causal LM's belief in each trajectory's reference answer, read after each prefix of
+    its response: what ``InformationGainSignal`` and ``AnswerLikelihoodSignal`` bind to."""
+
+    policy: Any
+    tokenizer: Any
+    text_format: TextFormat
+    answer: str
+
+    def answers(self, batch: Trajectories) -> tuple[Tensor, Tensor]:
+        return _reference_answers(batch, self.tokenizer, self.text_format.answer_mark, self.answer)
 
     def probabilities(self, batch: Trajectories) -> tuple[Tensor, Tensor]:
         """``p_0`` per trajectory and ``p_t`` after every step, ``([B], [steps])``."""
         rows = trajectories_to_rows(batch)
-        answers, lengths = _reference_answers(
-            batch, self.tokenizer, self.answer_prefix, self.answer
-        )
+        answers, lengths = self.answers(batch)
         assert batch.token_spans is not None
         row_index = torch.cat([torch.arange(len(batch)), batch.segments.ids])
         cut = torch.cat([torch.zeros(len(batch), dtype=torch.long), batch.token_spans[:, 1]])
@@ -259,13 +283,22 @@ class InformationGainSignal:
         p = logp.exp().to(torch.float64)
         return p[: len(batch)], p[len(batch) :]
 
+    def tagged(self, batch: Trajectories) -> Tensor:
+        """Per step: whether it ends with the step tag (the untagged tail is the model's answer)."""
+        rows = trajectories_to_rows(batch)
+        ends = step_end_positions(batch)
+        tag = self.tokenizer.convert_tokens_to_ids(self.text_format.step_tag)
+        return rows.input_ids[ends[:, 0], ends[:, 1]] == tag
+
+
+@dataclass(frozen=True)
+class InformationGain(AnswerBelief):
+    """``InformationGainSignal`` bound."""
+
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if self.policy is None:
-            raise ConfigError("signals.information_gain", "prepare() was not called: no model")
         p0, p = self.probabilities(batch)
         gain = step_differences(p0, p, batch.segments)
-        tagged = _ends_with_tag(batch, self.tokenizer, self.step_tag)
-        return batch.with_steps(**{name: gain.masked_fill(~tagged, 0.0)})
+        return batch.with_steps(**{name: gain.masked_fill(~self.tagged(batch), 0.0)})
 
 
 def step_differences(start: Tensor, values: Tensor, segments: Segments) -> Tensor:
@@ -277,40 +310,37 @@ def step_differences(start: Tensor, values: Tensor, segments: Segments) -> Tenso
     return values - before
 
 
-def _ends_with_tag(batch: Trajectories, tokenizer: Any, tag: str) -> Tensor:
-    rows = trajectories_to_rows(batch)
-    ends = step_end_positions(batch)
-    return rows.input_ids[ends[:, 0], ends[:, 1]] == tokenizer.convert_tokens_to_ids(tag)
-
-
 @register("signal", "answer_likelihood", paper="Likelihood-Based Reward Designs")
-@dataclass
-class AnswerLikelihoodSignal:
+@dataclass(frozen=True)
+class AnswerLikelihoodSignal(Signal):
     """``log π_θ(y* | x, reasoning)`` on the last step (mean over answer tokens), 0 elsewhere.
 
     The reasoning is the response up to its last step tag (the model's own answer is dropped).
     """
 
     model: str = "policy"
-    answer_prefix: str = "#"
     answer: str = "answer"
-    step_tag: str = "ки"
-    policy: Any = field(default=None, init=False, repr=False)
-    tokenizer: Any = field(default=None, init=False, repr=False)
+    """The text column holding each trajectory's reference answer."""
 
-    def prepare(self, context: SignalContext) -> None:
-        self.policy = _model(context, self.model, "answer_likelihood")
-        self.tokenizer = context.tokenizer
+    def needs(self) -> Needs:
+        return Needs(models=(self.model,), text=True)
+
+    def bind(self, context: SignalContext) -> AnswerLikelihood:
+        tokenizer, text_format = context.require_text("answer_likelihood")
+        return AnswerLikelihood(
+            context.model(self.model, "answer_likelihood"), tokenizer, text_format, self.answer
+        )
+
+
+@dataclass(frozen=True)
+class AnswerLikelihood(AnswerBelief):
+    """``AnswerLikelihoodSignal`` bound."""
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        if self.policy is None:
-            raise ConfigError("signals.answer_likelihood", "prepare() was not called: no model")
         rows = trajectories_to_rows(batch)
-        answers, lengths = _reference_answers(
-            batch, self.tokenizer, self.answer_prefix, self.answer
-        )
+        answers, lengths = self.answers(batch)
         assert batch.token_spans is not None
-        tagged = _ends_with_tag(batch, self.tokenizer, self.step_tag)
+        tagged = self.tagged(batch)
         # the end of the last tagged step of each trajectory (0: no reasoning at all)
         ends = torch.where(
             tagged, batch.token_spans[:, 1], torch.zeros_like(batch.token_spans[:, 1])
@@ -333,11 +363,17 @@ class AnswerLikelihoodSignal:
 
 
 __all__ = [
+    "AnswerBelief",
+    "AnswerLikelihood",
     "AnswerLikelihoodSignal",
     "ImplicitPRMSignal",
+    "InformationGain",
     "InformationGainSignal",
+    "OnlineImplicitPRM",
     "PRMSignal",
     "ProgressSignal",
+    "StepProgress",
+    "StepScores",
     "implicit_token_rewards",
     "step_differences",
     "step_token_sums",

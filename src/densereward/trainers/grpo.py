@@ -1,9 +1,9 @@
 """GRPO for Hugging Face causal LMs, with a pluggable reward pipeline.
 
-Read it top to bottom: sample a group of responses per prompt (prompt prefilled once, KV cache
-shared by the group), grade them exactly, run the reward pipeline — signals, transforms, then the
-estimator (plain GRPO on the outcome by default) — spread each step's advantage over the step's
-tokens, and take clipped policy-gradient steps with a KL penalty to the frozen reference:
+Read it top to bottom: draw the update's prompts from the task, sample a group of responses per
+prompt (the task grades them), run the reward pipeline — signals, transforms, then the estimator
+(plain GRPO on the outcome by default) — spread each step's advantage over the step's tokens,
+and take clipped policy-gradient steps with a KL penalty to the frozen reference:
 
     L = −(1/|tokens|) Σ_t [min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) − β · KL_t],
     ρ_t = π_θ(y_t|·)/π_old(y_t|·),  KL_t = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1
@@ -11,9 +11,11 @@ tokens, and take clipped policy-gradient steps with a KL penalty to the frozen r
 (DeepSeekMath's GRPO with the k3 KL estimator; the sum over all response tokens of the batch
 divided by their number, so long responses are not down-weighted — Dr.GRPO/DAPO's choice).
 
-The pipeline is the only plug-in point. Accuracy is the exact verifier's; it is logged on the
-training samples and, every ``eval_every`` updates, greedily on held-out problems, together with
-every reward component the pipeline wrote, response length, KL and the clipped fraction.
+The pipeline is the only plug-in point; the task (a ``LanguageTask``: prompts, graded rollouts,
+evaluation) is what a world supplies. Accuracy is the mean of the batch's ``verdict`` column —
+the grader's, which no transform can move — logged on the training samples and, every
+``eval_every`` updates, by the task's held-out evaluation, together with every reward component
+the pipeline wrote, the task's own batch metrics, response length, KL and the clipped fraction.
 """
 
 from __future__ import annotations
@@ -22,43 +24,96 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
+from densereward.core.components import SignalContext
+from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.layouts import broadcast_to_tokens
 from densereward.core.segments import segment_sum
-from densereward.models.language import Rows, token_logprobs
+from densereward.core.trajectories import Trajectories
+from densereward.models.language import Rows, SampleCost, token_logprobs
 from densereward.pipeline import Pipeline, PipelineResult, Recipe
-from densereward.signals.base import SignalContext
-from densereward.worlds.reasoning.rollouts import rollout
-from densereward.worlds.reasoning.tasks import Problem
+
+
+class LanguageTask(Protocol):
+    """What GRPO needs from a world whose policies are causal LMs."""
+
+    def prompts(self, n: int, update: int) -> Sequence[Any]:
+        """The ``n`` problems of one update."""
+        ...
+
+    def rollout(
+        self,
+        policy: PreTrainedModel,
+        prompts: Sequence[Any],
+        group_size: int,
+        max_new_tokens: int,
+        temperature: float,
+        generator: torch.Generator,
+    ) -> tuple[Trajectories, Rows, SampleCost]:
+        """``group_size`` responses per prompt (one group each), graded: the batch carries
+        ``outcome`` (the reward), ``verdict`` (correct or not) and token spans of its steps."""
+        ...
+
+    def evaluate(self, policy: PreTrainedModel, max_new_tokens: int) -> dict[str, float]:
+        """Held-out metrics of the policy (``eval_accuracy``...)."""
+        ...
+
+    def batch_metrics(self, batch: Trajectories) -> dict[str, float]:
+        """The task's own metrics of one graded training batch (process accuracy...)."""
+        ...
 
 
 @dataclass(frozen=True)
 class GRPOConfig:
     """Hyper-parameters of one GRPO run."""
 
+    length: ClassVar[str] = "updates"
+
     updates: int = 60
+    """policy updates, one batch of prompts each"""
     prompts_per_update: int = 16
+    """prompts drawn per update"""
     group_size: int = 8
-    """Responses sampled per prompt (the GRPO group)."""
+    """responses sampled per prompt (the GRPO group)"""
     max_new_tokens: int = 40
+    """longest response, in tokens"""
     temperature: float = 1.0
+    """sampling temperature of training rollouts"""
     learning_rate: float = 2e-4
-    clip_epsilon: float = 0.2
+    """AdamW's learning rate"""
+    clip_range: float = 0.2
+    """the ε of the clipped ratio ``clip(ρ, 1-ε, 1+ε)``"""
     kl_coef: float = 0.02
+    """β, the weight of the k3 KL penalty to the reference"""
     update_epochs: int = 1
-    """Passes over each batch; with more than one, the ratio departs from 1 and clipping acts."""
+    """passes over each batch; with more than one, the ratio departs from 1 and clipping acts"""
     max_grad_norm: float = 1.0
+    """global gradient-norm clip"""
     eval_every: int = 10
+    """updates between held-out evaluations (the first and the last are always evaluated)"""
     seed: int = 0
+    """seeds torch and the sampler (a run sets it per seed)"""
 
     def __post_init__(self) -> None:
-        for name in ("updates", "prompts_per_update", "group_size", "max_new_tokens"):
+        for name in (
+            "updates",
+            "prompts_per_update",
+            "group_size",
+            "max_new_tokens",
+            "update_epochs",
+            "eval_every",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def budget(self) -> int:
+        """Training samples (responses) of one run."""
+        return self.updates * self.prompts_per_update * self.group_size
 
 
 @dataclass
@@ -68,41 +123,19 @@ class GRPOResult:
     metrics: list[dict[str, float]] = field(default_factory=list)
 
 
-def evaluate_accuracy(
-    policy: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[Problem],
-    max_new_tokens: int,
-    samples: int = 4,
-) -> dict[str, float]:
-    """Held-out accuracy: ``eval_accuracy`` is the mean over ``samples`` responses per problem at
-    temperature 1 (what the policy does; what GRPO optimises), ``eval_greedy_accuracy`` greedy;
-    ``eval_process_accuracy``: sampled responses with no wrong step."""
-    greedy, _, _ = rollout(policy, tokenizer, problems, 1, max_new_tokens, temperature=0.0)
-    sampled, _, _ = rollout(
-        policy, tokenizer, problems, samples, max_new_tokens, 1.0, torch.Generator().manual_seed(0)
-    )
-    return {
-        "eval_accuracy": float(sampled.episode("outcome").mean()),
-        "eval_greedy_accuracy": float(greedy.episode("outcome").mean()),
-        "eval_process_accuracy": float((sampled.episode("first_error") == -1).double().mean()),
-        "eval_steps": float(sampled.lengths.double().mean()),
-    }
-
-
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     reference_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    clip_epsilon: float,
+    clip_range: float,
     kl_coef: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped GRPO objective with a k3 KL penalty, averaged over the masked tokens."""
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = ratio * advantages
-    clipped = ratio.clamp(1 - clip_epsilon, 1 + clip_epsilon) * advantages
+    clipped = ratio.clamp(1 - clip_range, 1 + clip_range) * advantages
     log_ref_ratio = reference_logprobs - logprobs
     kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
     per_token = -(torch.minimum(unclipped, clipped) - kl_coef * kl)
@@ -110,7 +143,7 @@ def policy_loss(
     loss = (per_token * mask).sum() / count
     stats = {
         "kl": float((kl * mask).sum().detach() / count),
-        "clip_fraction": float((((ratio - 1).abs() > clip_epsilon) & mask).sum() / count),
+        "clip_fraction": float((((ratio - 1).abs() > clip_range) & mask).sum() / count),
     }
     return loss, stats
 
@@ -131,29 +164,24 @@ def token_advantages(shaped: PipelineResult, rows: Rows) -> tuple[torch.Tensor, 
 def train_grpo(
     config: GRPOConfig,
     policy: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train_problems: Callable[[int, int], list[Problem]],
-    eval_problems: Sequence[Problem],
+    task: LanguageTask,
     recipe: Recipe | None = None,
-    models: dict[str, Any] | None = None,
+    context: SignalContext | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
 ) -> GRPOResult:
-    """Train ``policy`` in place. ``train_problems(n, update)`` draws the update's prompts;
-    ``models`` are extra named models for the pipeline's signals (PRMs)."""
+    """Train ``policy`` in place on ``task``. The pipeline's signals are bound to ``context``
+    (the world's: tokenizer, text format, reward models) plus ``policy`` (the live model) and
+    ``reference`` (its frozen start)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     recipe = recipe or Recipe.from_dict({"estimator": {"kind": "grpo", "reward": None}})
     reference = copy.deepcopy(policy).eval()
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
-    pipeline = Pipeline(recipe)
-    pipeline.prepare(
-        SignalContext(
-            seed=config.seed,
-            models={"policy": policy, "reference": reference, **(models or {})},
-            tokenizer=tokenizer,
-        )
+    context = (context or SignalContext(seed=config.seed)).with_models(
+        policy=policy, reference=reference
     )
+    pipeline = Pipeline(recipe, context)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
     result = GRPOResult(policy, pipeline)
     samples = 0
@@ -164,9 +192,7 @@ def train_grpo(
         # held-out accuracy, and the batch it draws (whose metrics follow) before it is updated.
         record: dict[str, float] = {"update": float(update), "samples": float(samples)}
         if update % config.eval_every == 0 or update == config.updates:
-            record.update(
-                evaluate_accuracy(policy, tokenizer, eval_problems, config.max_new_tokens)
-            )
+            record.update(task.evaluate(policy, config.max_new_tokens))
         if update == config.updates:
             record["generated_tokens"] = float(generated)
             record["seconds"] = time.perf_counter() - start
@@ -174,11 +200,9 @@ def train_grpo(
             if progress:
                 progress(record)
             break
-        problems = train_problems(config.prompts_per_update, update)
-        batch, rows, cost = rollout(
+        batch, rows, cost = task.rollout(
             policy,
-            tokenizer,
-            problems,
+            task.prompts(config.prompts_per_update, update),
             config.group_size,
             config.max_new_tokens,
             config.temperature,
@@ -199,14 +223,14 @@ def train_grpo(
                 ref,
                 advantages,
                 mask,
-                config.clip_epsilon,
+                config.clip_range,
                 config.kl_coef,
             )
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
-        record.update(_batch_metrics(shaped.trajectories, rows, stats))
+        record.update(_batch_metrics(shaped.trajectories, rows, task.batch_metrics(batch), stats))
         if shaped.keep is not None:
             record["kept_fraction"] = float(shaped.keep.double().mean())
         result.metrics.append(record)
@@ -215,12 +239,16 @@ def train_grpo(
     return result
 
 
-def _batch_metrics(batch: Any, rows: Rows, stats: dict[str, float]) -> dict[str, float]:
+def _batch_metrics(
+    batch: Trajectories, rows: Rows, task_metrics: dict[str, float], stats: dict[str, float]
+) -> dict[str, float]:
+    if batch.verdict is None:
+        raise ValidationError("verdict", "the task's rollouts must carry a verdict per response")
     out = {
-        "train_accuracy": float(batch.episode("outcome").mean()),
+        "train_accuracy": float(batch.verdict.mean()),
         "response_tokens": float(rows.response_mask.sum(1).double().mean()),
         "response_steps": float(batch.lengths.double().mean()),
-        "process_accuracy": float((batch.episode("first_error") == -1).double().mean()),
+        **task_metrics,
         **stats,
     }
     # every reward component the pipeline wrote, as its mean per-trajectory sum
@@ -234,7 +262,7 @@ def _batch_metrics(batch: Any, rows: Rows, stats: dict[str, float]) -> dict[str,
 __all__ = [
     "GRPOConfig",
     "GRPOResult",
-    "evaluate_accuracy",
+    "LanguageTask",
     "policy_loss",
     "token_advantages",
     "train_grpo",

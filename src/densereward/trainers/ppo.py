@@ -1,22 +1,27 @@
-"""PPO for discrete-action Gymnasium/MiniGrid environments, with a pluggable reward pipeline.
+"""PPO for Gymnasium vector environments (discrete or continuous actions), with a pluggable
+reward pipeline.
 
 Read it top to bottom like CleanRL's ``ppo.py``: collect a ``[time, envs]`` rollout, turn it into
 ``Trajectories`` (terminated and truncated kept apart, same-step autoreset), run the reward
 pipeline — signals, transforms, then the estimator (GAE by default) — and do the clipped PPO
-update on the result. The pipeline is the only plug-in point. The environment's own reward is
-the *true* reward: it is logged separately from the shaped one, with the success rate.
+update on the result. The pipeline is the only plug-in point; the environments come from a
+``make_envs(num_envs)`` thunk the caller (a world) supplies. The environment's own reward is the
+*true* reward: it is logged separately from the shaped one, with the success rate, read from the
+``is_success`` flag an environment puts in its final step's info (as Gymnasium-Robotics does;
+the control world's MiniGrid wrapper sets it); an environment without one has no success rate.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import nn
 
 from densereward.core.errors import ConfigError
@@ -24,32 +29,62 @@ from densereward.core.layouts import from_rollout_buffer
 from densereward.core.trajectories import Trajectories
 from densereward.models.networks import ActorCritic
 from densereward.pipeline import Pipeline, Recipe
-from densereward.worlds.control.envs import make_vector_env
 
 
 @dataclass(frozen=True)
 class PPOConfig:
     """Hyper-parameters; defaults follow CleanRL's PPO. Discrete (categorical) and continuous
-    (diagonal Gaussian) action spaces; MiniGrid images get a CNN, other observations an MLP."""
+    (diagonal Gaussian) action spaces; image observations get a CNN, others an MLP."""
 
-    env_id: str = "MiniGrid-DoorKey-5x5-v0"
-    """Gymnasium id; MiniGrid ids get image observations."""
+    length: ClassVar[str] = "total_steps"
+
     total_steps: int = 100_000
-    """Environment steps summed over all envs."""
+    """environment steps summed over all envs"""
     num_envs: int = 8
+    """parallel environments in one vector env"""
     num_steps: int = 128
-    """Rollout length per env per update."""
+    """rollout length per env per update"""
     learning_rate: float = 2.5e-4
+    """Adam's learning rate"""
     anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over the updates"""
     num_minibatches: int = 4
+    """minibatches per epoch over one rollout"""
     update_epochs: int = 4
-    clip_coef: float = 0.2
+    """passes over each rollout"""
+    clip_range: float = 0.2
+    """the ε of the clipped ratio ``clip(ρ, 1-ε, 1+ε)``"""
     ent_coef: float = 0.01
+    """weight of the entropy bonus"""
     vf_coef: float = 0.5
+    """weight of the value loss"""
     max_grad_norm: float = 0.5
+    """global gradient-norm clip"""
     seed: int = 0
+    """seeds torch and the environments (a run sets it per seed)"""
     torch_threads: int = 1
-    """Threads for this trainer; parallel seeds each get their own process."""
+    """threads for this trainer; parallel seeds each get their own process"""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "total_steps",
+            "num_envs",
+            "num_steps",
+            "num_minibatches",
+            "update_epochs",
+            "torch_threads",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+
+    @property
+    def updates(self) -> int:
+        return max(1, self.total_steps // (self.num_steps * self.num_envs))
+
+    @property
+    def budget(self) -> int:
+        """Environment steps actually taken: whole rollouts only."""
+        return self.updates * self.num_steps * self.num_envs
 
 
 @dataclass
@@ -67,25 +102,26 @@ def default_recipe() -> Recipe:
 
 def train_ppo(
     config: PPOConfig,
+    make_envs: Callable[[int], VectorEnv],
     pipeline: Pipeline | None = None,
     on_update: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
+    """Train a fresh actor-critic on ``make_envs(config.num_envs)`` (same-step autoreset)."""
     pipeline = pipeline or Pipeline(default_recipe())
-    if getattr(pipeline.estimator, "selects_trajectories", False):
+    if pipeline.estimator.selects_trajectories:
         raise ConfigError(
             "estimator",
             f"{pipeline.estimator.component_name} selects trajectories; PPO trains on every step",
         )
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
-    envs = make_vector_env(config.env_id, config.num_envs)
+    envs = make_envs(config.num_envs)
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+        raise ConfigError("envs", "PPO reads final observations: use same-step autoreset")
     obs_shape = envs.single_observation_space.shape
     action_space = envs.single_action_space
     if obs_shape is None or not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
-        raise ConfigError(
-            "world.env_id",
-            f"{config.env_id}: PPO here needs array observations and discrete or box actions",
-        )
+        raise ConfigError("envs", "PPO here needs array observations and discrete or box actions")
     if isinstance(action_space, gym.spaces.Box):
         action_shape: tuple[int, ...] = tuple(action_space.shape)
         agent = ActorCritic(obs_shape, action_dim=int(np.prod(action_shape)))
@@ -96,7 +132,7 @@ def train_ppo(
         agent = ActorCritic(obs_shape, int(action_space.n))
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     T, N = config.num_steps, config.num_envs
-    num_updates = max(1, config.total_steps // (T * N))
+    num_updates = config.updates
 
     obs_buffer = torch.zeros(
         (T, N, *obs_shape), dtype=torch.from_numpy(envs.observation_space.sample()).dtype
@@ -141,7 +177,7 @@ def train_ppo(
                     (
                         float(episode_return[i]),
                         int(episode_length[i]),
-                        _success(config.env_id, bool(term[i]), float(reward[i]), info, int(i)),
+                        episode_success(info, int(i)),
                     )
                 )
                 episode_return[i], episode_length[i] = 0.0, 0
@@ -188,13 +224,13 @@ def train_ppo(
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()
                     clip_fractions.append(
-                        float(((ratio - 1.0).abs() > config.clip_coef).float().mean())
+                        float(((ratio - 1.0).abs() > config.clip_range).float().mean())
                     )
                 advantage = advantages[index]
                 advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
                 policy_loss = torch.max(
                     -advantage * ratio,
-                    -advantage * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
+                    -advantage * ratio.clamp(1 - config.clip_range, 1 + config.clip_range),
                 ).mean()
                 value_loss = 0.5 * ((new_value - returns[index]) ** 2).mean()
                 entropy = new_entropy.mean()
@@ -229,15 +265,10 @@ def train_ppo(
     return result
 
 
-def _success(env_id: str, terminated: bool, reward: float, info: dict[str, Any], env: int) -> float:
-    """1.0/0.0 for a finished episode, or NaN where the environment defines no success.
-
-    MiniGrid: reaching the goal terminates the episode with a positive reward. Elsewhere, the
-    ``is_success`` key Gymnasium's robotics environments put in the final info; classic control
-    (CartPole: termination is failure) defines none.
-    """
-    if env_id.startswith("MiniGrid-"):
-        return float(terminated and reward > 0)
+def episode_success(info: dict[str, Any], env: int) -> float:
+    """1.0/0.0 for the episode env ``env`` just finished, from the ``is_success`` flag of its
+    final info; NaN where the environment defines no success (CartPole: termination is failure,
+    and it says nothing)."""
     final_info = info.get("final_info", {})
     flags = final_info.get("is_success") if isinstance(final_info, dict) else None
     if flags is not None and final_info.get("_is_success", [True] * (env + 1))[env]:
@@ -258,7 +289,3 @@ def _with_bootstrap(batch: Trajectories, agent: ActorCritic) -> Trajectories:
         {**batch.episodes, "final_obs": final, "bootstrap_value": bootstrap},
         trusted=True,
     )
-
-
-def config_dict(config: PPOConfig) -> dict[str, Any]:
-    return asdict(config)

@@ -1,6 +1,8 @@
 """Reward transforms. Each is a pure function of tensors plus a registered component that applies
-it to a ``Trajectories`` batch in a recipe. Imports only ``densereward.core``."""
+it to a ``Trajectories`` batch in a recipe. Imports only ``densereward.core``.
+Every module of the package is imported here, so a new one registers by being written."""
 
+from densereward.core.registry import import_submodules
 from densereward.transforms.blending import Blend
 from densereward.transforms.clip_delta import clip_rewards, delta_rewards
 from densereward.transforms.combine import Combine
@@ -15,6 +17,8 @@ from densereward.transforms.redistribution import (
 from densereward.transforms.schedules import anneal_weight
 from densereward.transforms.thought import thought_rewards
 from densereward.transforms.trust import trust_weights
+
+import_submodules(__name__)
 
 __all__ = [
     "Blend",

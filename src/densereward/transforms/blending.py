@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from densereward.core.components import Transform
 from densereward.core.registry import register
 from densereward.core.returns import step_rewards_with_outcome
 from densereward.core.segments import discounted_reverse_cumsum
@@ -28,7 +29,7 @@ def alignment(primary_returns: torch.Tensor, auxiliary_returns: torch.Tensor) ->
     paper="Behavior Alignment via Reward Function Optimization (Gupta et al. 2023)",
 )
 @dataclass
-class Blend:
+class Blend(Transform):
     """``r = r_primary + w * r_aux`` with ``w`` learned across iterations by a one-step bi-level rule.
 
     Outer objective: the primary return ``J_p``. After one policy-gradient step on the blended

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.registry import register
 from densereward.core.segments import Segments, next_in_segment
 from densereward.core.trajectories import Trajectories
@@ -40,7 +41,7 @@ def delta_rewards(rewards: Tensor, segments: Segments) -> Tensor:
     "transform", "clip", paper="On Designing Effective RL Reward at Training Time (Gao et al. 2024)"
 )
 @dataclass(frozen=True)
-class Clip:
+class Clip(Transform):
     """min(r - eta, 0): only steps below eta are penalised."""
 
     source: str = "reward"
@@ -59,7 +60,7 @@ class Clip:
     paper="On Designing Effective RL Reward at Training Time (Gao et al. 2024)",
 )
 @dataclass(frozen=True)
-class Delta:
+class Delta(Transform):
     """r_k - r_{k+1} (last step keeps r_K): return-to-go from step k equals r_k."""
 
     source: str = "reward"
@@ -76,7 +77,7 @@ class Delta:
     paper="On Designing Effective RL Reward at Training Time (Gao et al. 2024)",
 )
 @dataclass(frozen=True)
-class ClipDelta:
+class ClipDelta(Transform):
     """Clip, then Delta."""
 
     source: str = "reward"

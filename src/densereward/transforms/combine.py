@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
 from densereward.core.registry import register
 from densereward.core.trajectories import OUTCOME, Trajectories
@@ -14,7 +15,7 @@ from densereward.transforms.base import read_column
 
 @register("transform", "combine", paper="weighted sum of reward components")
 @dataclass(frozen=True)
-class Combine:
+class Combine(Transform):
     """``target_t = sum_k w_k * column_k,t``; a per-trajectory column enters at the last step.
 
     Naming ``outcome`` among the weights moves the outcome into the step rewards (it is then zeroed

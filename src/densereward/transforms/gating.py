@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.registry import register
 from densereward.core.segments import broadcast, segment_sum
 from densereward.core.trajectories import Trajectories
@@ -33,12 +34,14 @@ def gate_rewards(low: Tensor, high: Tensor, threshold: float, batch: Trajectorie
     "transform", "gate", paper="Stabilizing Long-term Multi-turn RL with Gated Rewards (G-RA)"
 )
 @dataclass(frozen=True)
-class Gate:
+class Gate(Transform):
     """Keep a low-priority step reward only where the high-priority reward reaches a threshold."""
 
     source: str = "reward"
-    gate: str = "outcome"
-    """A per-trajectory column, or a step column (then its per-trajectory sum is compared)."""
+    gate: str = "verdict"
+    """A per-trajectory column, or a step column (then its per-trajectory sum is compared); by
+    default the grader's verdict, which no transform moves (``outcome`` is a reward that
+    ``combine`` or redistribution may already have zeroed)."""
     threshold: float = 1.0
     target: str | None = None
 

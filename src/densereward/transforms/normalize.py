@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from densereward.core.components import Transform
 from densereward.core.registry import register
 from densereward.core.segments import Groups, pooled_zscore
 from densereward.core.trajectories import Trajectories
@@ -30,7 +31,7 @@ def normalize_column(
 
 @register("transform", "normalize", paper="group / batch reward normalisation")
 @dataclass(frozen=True)
-class Normalize:
+class Normalize(Transform):
     """Z-score a column within each group or over the whole batch."""
 
     source: str = "reward"

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.errors import ValidationError
 from densereward.core.registry import register
 from densereward.core.segments import Segments, next_in_segment, previous_in_segment
@@ -60,7 +61,7 @@ def shape_potential(
     paper="Policy Invariance Under Reward Transformations (Ng et al. 1999)",
 )
 @dataclass(frozen=True)
-class PotentialShaping:
+class PotentialShaping(Transform):
     """Add gamma*Phi(s') - Phi(s); Phi(terminal) = 0 on termination only, never on truncation."""
 
     potential: str = "potential"

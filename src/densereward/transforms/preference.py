@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.registry import register
 from densereward.core.segments import broadcast
 from densereward.core.trajectories import Trajectories
@@ -50,7 +51,7 @@ def _reference_for(batch: Trajectories, name: str, per_step: bool) -> Tensor:
 
 @register("transform", "par", paper="Reward Shaping to Mitigate Reward Hacking in RLHF (PAR)")
 @dataclass(frozen=True)
-class PreferenceAsReward:
+class PreferenceAsReward(Transform):
     """Mean sigmoid of the score's margin over reference responses' scores."""
 
     source: str = "outcome"
@@ -68,7 +69,7 @@ class PreferenceAsReward:
 
 @register("transform", "log_sigmoid", paper="Transforming and Combining Rewards for Aligning LLMs")
 @dataclass(frozen=True)
-class LogSigmoidCentre:
+class LogSigmoidCentre(Transform):
     """log sigmoid(r - r_ref): centred on a reference score, bounded above by 0."""
 
     source: str = "outcome"

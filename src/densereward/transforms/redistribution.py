@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
 from densereward.core.registry import register
 from densereward.core.returns import trajectory_scores
@@ -72,7 +73,7 @@ def _with_redistributed(
 
 @register("transform", "return_decomposition", paper="RUDDER (Arjona-Medina et al. 2019); SPA-RL")
 @dataclass(frozen=True)
-class ReturnDecomposition:
+class ReturnDecomposition(Transform):
     """Prediction differences of a return predictor, corrected to sum exactly to the return."""
 
     prediction: str = "prediction"
@@ -94,7 +95,7 @@ class ReturnDecomposition:
     paper="uniform / importance-weighted return redistribution (ReviBranch)",
 )
 @dataclass(frozen=True)
-class Redistribute:
+class Redistribute(Transform):
     """Spread the return over the steps uniformly or in proportion to a weight column."""
 
     weights: str | None = None

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
@@ -40,7 +41,7 @@ def anneal_weight(
 
 @register("transform", "anneal", paper="SophiaVL-R1 annealing; reward-weight schedules")
 @dataclass(frozen=True)
-class Anneal:
+class Anneal(Transform):
     """Multiply a column by a weight that follows a schedule over training iterations."""
 
     source: str = "reward"

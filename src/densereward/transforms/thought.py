@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
 from densereward.core.registry import register
 from densereward.core.segments import Segments, broadcast, segment_mean
@@ -52,7 +53,7 @@ def thought_rewards(
 
 @register("transform", "thought_level", paper="Good Learners Think Their Thinking (TP-GRPO)")
 @dataclass(frozen=True)
-class ThoughtLevel:
+class ThoughtLevel(Transform):
     """Contiguous steps with the same verdict share one reward."""
 
     source: str = "prm"
@@ -62,7 +63,7 @@ class ThoughtLevel:
 
     def __post_init__(self) -> None:
         if self.mode not in ("mean", "verdict"):
-            raise ConfigError("transforms.thought_level.mode", "must be 'mean' or 'verdict'")
+            raise ConfigError("mode", "must be 'mean' or 'verdict'")
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
         values = thought_rewards(batch.step(self.source), batch.segments, self.threshold, self.mode)

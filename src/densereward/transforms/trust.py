@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from densereward.core.components import Transform
 from densereward.core.registry import register
 from densereward.core.segments import Groups, broadcast, segment_mean
 from densereward.core.trajectories import Trajectories
@@ -38,11 +39,12 @@ def trust_weights(thinking: Tensor, correct: Tensor, groups: Groups) -> Tensor:
 
 @register("transform", "trust", paper="SophiaVL-R1: Trust-GRPO (Fan et al. 2025)")
 @dataclass(frozen=True)
-class TrustWeight:
+class TrustWeight(Transform):
     """Scale a thinking reward by exp(mu_correct - mu_wrong) in groups where it prefers wrong answers."""
 
     source: str = "thinking_reward"
-    correct: str = "outcome"
+    correct: str = "verdict"
+    """The per-trajectory column that says whether a response is correct."""
     threshold: float = 0.5
     """A response counts as correct when its ``correct`` column is at least this."""
     target: str | None = None

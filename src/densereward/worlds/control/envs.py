@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -10,14 +11,27 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from densereward.core.errors import ConfigError
 
 
+class GoalSuccess(gym.Wrapper):
+    """Puts ``is_success`` in the info of an episode's last step, as Gymnasium-Robotics does:
+    MiniGrid's goal terminates the episode with a positive reward; a time-limit truncation or a
+    termination without reward (lava) is no success."""
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            info = {**info, "is_success": bool(terminated and float(reward) > 0)}
+        return obs, reward, terminated, truncated, info
+
+
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """One environment; MiniGrid ids get their egocentric image as the observation."""
+    """One environment; MiniGrid ids get their egocentric image as the observation and report
+    ``is_success`` (``GoalSuccess``)."""
     if env_id.startswith("MiniGrid-"):
         import minigrid  # noqa: F401  (registers the MiniGrid ids)
         from minigrid.wrappers import ImgObsWrapper
 
         try:
-            return ImgObsWrapper(gym.make(env_id, render_mode=render_mode))
+            return GoalSuccess(ImgObsWrapper(gym.make(env_id, render_mode=render_mode)))
         except gym.error.Error as error:
             raise ConfigError("world.env_id", str(error).splitlines()[0]) from None
     try:

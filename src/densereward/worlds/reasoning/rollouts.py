@@ -33,7 +33,8 @@ def graded_batch(
     group: np.ndarray,
 ) -> Trajectories:
     """Rows of responses to ``problems[group[i]]`` as trajectories: steps end at step tags;
-    ``outcome`` 1.0 if the answer is right; step column ``label`` holds the exact process labels
+    ``outcome`` (the reward) and ``verdict`` (the grader's judgement) 1.0 if the answer is right;
+    step column ``label`` holds the exact process labels
     (``span_labels``: 1 before the first wrong step, 0 from it on; the span after the last tag is
     1 only if the whole response is right); step column ``step_true``: whether the step is a
     true statement at all (what a lenient judge checks, blind to repeated steps);
@@ -45,6 +46,7 @@ def graded_batch(
         int(tokenizer.convert_tokens_to_ids(STEP_TAG)),  # type: ignore[arg-type]
         episodes={
             "outcome": torch.tensor([float(g.correct) for g in grades], dtype=torch.float64),
+            "verdict": torch.tensor([float(g.correct) for g in grades], dtype=torch.float64),
             "group": torch.as_tensor(group, dtype=torch.long),
             "first_error": torch.tensor([g.first_error for g in grades]),
         },

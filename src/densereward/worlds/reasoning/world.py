@@ -1,21 +1,37 @@
-"""A reasoning world ready to train on: tasks, a tokenizer, an SFT policy, and the reward models
-its process signals need (PRMs on exact or Monte-Carlo labels, a prover-value model for PAV).
+"""The reasoning world as a ``World``: step-verifiable tasks, a small causal LM, GRPO.
+
+``ReasoningWorld`` (registered as ``reasoning``) holds the parameters: task mix, policy size, the
+SFT that makes the starting policy, the reward models' data. ``setup(seed)`` builds a
+``ReasoningSetup`` — tokenizer, SFT policy, held-out problems, and the reward models its process
+signals need (PRMs on exact or Monte-Carlo labels, a prover-value model for PAV), trained once on
+first request — which every method of that seed starts from, so a seed is one unit of work.
 
 Everything is built from the config and the seed, on CPU, in minutes; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from densereward.core.components import (
+    Axis,
+    Needs,
+    Plot,
+    RunResults,
+    SignalContext,
+    Trained,
+    World,
+)
 from densereward.core.errors import ConfigError
+from densereward.core.registry import register
 from densereward.labeling.mc import Prover, monte_carlo_labels
 from densereward.models.language import (
     build_causal_lm,
@@ -25,10 +41,16 @@ from densereward.models.language import (
     supervised_fine_tune,
 )
 from densereward.models.prm import ProcessRewardModel, flatten_labels, train_prm
+from densereward.pipeline import Recipe
+from densereward.trainers.grpo import GRPOConfig, GRPOResult, train_grpo
+from densereward.worlds.reasoning.commands import export_tasks
+from densereward.worlds.reasoning.report import reasoning_report
 from densereward.worlds.reasoning.rollouts import policy_prompt, rollout
+from densereward.worlds.reasoning.task import ReasoningTask
 from densereward.worlds.reasoning.tasks import (
     CORRUPTIONS,
     STEP_TAG,
+    TEXT_FORMAT,
     Difficulty,
     Problem,
     Sample,
@@ -44,51 +66,86 @@ from densereward.worlds.reasoning.tasks import (
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
 
 WORLD_MODELS = ("prm_exact", "prm_mc", "prm_mc_soft", "prover_value")
-"""Reward models the world trains on request (``ReasoningWorld.models``)."""
+"""Reward models the world trains on request (``ReasoningSetup.models``)."""
+LIVE_MODELS = ("policy", "reference")
+"""Models the GRPO trainer itself hands the signals: the live policy and its frozen start."""
 
 # Problem streams never overlap: SFT, reward-model data, RL prompts and evaluation draw from
 # disjoint seed ranges.
 SFT_SEED, LABEL_SEED, TRAIN_SEED, EVAL_SEED = 10_000, 20_000, 1_000_000, 99_999
 
 
+@register(
+    "world", "reasoning", paper="step-verifiable tasks; GRPO (DeepSeekMath, Shao et al. 2024)"
+)
 @dataclass(frozen=True)
-class ReasoningWorldConfig:
-    """Task mix, policy size and the SFT that makes the starting policy."""
+class ReasoningWorld(World):
+    """Step-verifiable reasoning tasks, a small causal LM made by SFT, trained with GRPO."""
 
     families: tuple[str, ...] = ("arithmetic",)
+    """task families to draw problems from (arithmetic, equation, lists)"""
     min_ops: int = 2
+    """fewest operations (steps) per problem"""
     max_ops: int = 3
+    """most operations (steps) per problem"""
     max_operand: int = 9
+    """largest operand"""
     architecture: str = "gpt2"
+    """the policy's causal LM: gpt2 or llama (built from a config, randomly initialised)"""
     layers: int = 3
+    """transformer layers of the policy"""
     width: int = 128
+    """hidden size of the policy"""
     heads: int = 4
+    """attention heads of the policy"""
     sft_examples: int = 16_000
+    """demonstrations the starting policy is fine-tuned on"""
     sft_epochs: int = 2
+    """passes over the demonstrations"""
     sft_learning_rate: float = 2e-3
+    """AdamW's learning rate for SFT"""
     sft_noise: float = 0.0
     """Fraction of SFT demonstrations that carry one controlled corruption (``sft_corruptions``):
     imperfect demonstrations, as human or distilled data are; the policy learns to make those
     mistakes at about that rate, and RL has a systematic error to remove."""
     sft_corruptions: tuple[str, ...] = ("arithmetic", "operand", "skip", "miracle")
+    """corruption kinds drawn for the noisy demonstrations"""
     eval_problems: int = 200
+    """held-out problems of every evaluation"""
     label_problems: int = 256
     """Problems whose sampled solutions train the reward models (4 solutions each)."""
     label_rollouts: int = 8
     """Monte-Carlo completions per step prefix."""
     prm_epochs: int = 4
+    """passes over the reward models' training data"""
     max_new_tokens: int = 40
+    """longest response; the trainer's must agree (the reward models learn on these samples)"""
+
+    trainers: ClassVar = {"grpo": GRPOConfig}
+    progress: ClassVar = Axis("samples", "training samples")
+    plots: ClassVar = (
+        Plot("eval_accuracy", "held-out accuracy", "accuracy.png", bounded=True),
+        Plot("response_tokens", "response tokens", "length.png"),
+    )
+    trains_on_selection: ClassVar = True
+    shares_setup: ClassVar = True
+    commands: ClassVar = {"tasks": export_tasks}
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sft_noise <= 1.0:
-            raise ValueError(f"sft_noise must be in [0, 1], got {self.sft_noise}")
+            raise ConfigError("sft_noise", f"must be in [0, 1], got {self.sft_noise}")
         unknown = [kind for kind in self.sft_corruptions if kind not in CORRUPTIONS]
         if unknown or not self.sft_corruptions:
-            raise ValueError(
-                f"sft_corruptions: unknown corruption {unknown[0]!r}; known: {', '.join(CORRUPTIONS)}"
+            raise ConfigError(
+                "sft_corruptions",
+                f"unknown corruption {unknown[0]!r}; known: {', '.join(CORRUPTIONS)}"
                 if unknown
-                else "sft_corruptions must name at least one corruption"
+                else "name at least one corruption",
             )
+        try:
+            self.spec  # noqa: B018 - validates the families and difficulty
+        except KeyError as error:
+            raise ConfigError("families", str(error.args[0])) from None
 
     @property
     def spec(self) -> TaskSpec:
@@ -96,6 +153,49 @@ class ReasoningWorldConfig:
             tuple(self.families),
             Difficulty(self.min_ops, self.max_ops, self.max_operand),
         )
+
+    def label(self) -> str:
+        return f"reasoning ({', '.join(self.families)}, {self.architecture})"
+
+    def offers(self) -> Needs:
+        return Needs(models=(*LIVE_MODELS, *WORLD_MODELS), text=True)
+
+    def trainer_defaults(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens}
+
+    def check(self, trainer: GRPOConfig) -> None:
+        # One response length: the reward models learn on the world's samples, so RL samples
+        # of another length would be scored off their training distribution.
+        if trainer.max_new_tokens != self.max_new_tokens:
+            raise ConfigError(
+                "max_new_tokens",
+                f"{trainer.max_new_tokens} differs from world.max_new_tokens "
+                f"({self.max_new_tokens}); set the response length once, in the world",
+            )
+
+    def budget(self, trainer: GRPOConfig) -> int:
+        return trainer.budget
+
+    def setup(self, seed: int) -> ReasoningSetup:
+        return ReasoningSetup.build(self, seed)
+
+    def train(
+        self,
+        setup: ReasoningSetup,
+        trainer: GRPOConfig,
+        recipe: Recipe,
+        progress: Callable[[int], None],
+    ) -> Trained:
+        result = train_from_sft(setup, trainer, recipe, lambda row: progress(int(row["samples"])))
+        final = result.metrics[-1]  # the trained policy's held-out evaluation
+        evaluation = {key: value for key, value in final.items() if key.startswith("eval_")}
+        return Trained(result.metrics, result.policy, evaluation)
+
+    def evaluate(self, setup: ReasoningSetup, policy: Any) -> dict[str, float]:
+        return setup.task().evaluate(policy, self.max_new_tokens)
+
+    def report(self, results: RunResults) -> str:
+        return reasoning_report(self.label(), results)
 
 
 def demonstrations(
@@ -126,10 +226,11 @@ def exact_step_labels(problems: Sequence[Problem], responses: Sequence[str]) -> 
 
 
 @dataclass
-class ReasoningWorld:
-    """The built world. ``models(names)`` trains (once) and returns the reward models asked for."""
+class ReasoningSetup:
+    """One seed of the world, built: ``models(names)`` trains (once) and returns the reward
+    models asked for; ``task()`` is what GRPO trains on."""
 
-    config: ReasoningWorldConfig
+    config: ReasoningWorld
     seed: int
     tokenizer: PreTrainedTokenizerBase
     policy: PreTrainedModel
@@ -139,7 +240,7 @@ class ReasoningWorld:
     timings: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
-    def build(config: ReasoningWorldConfig, seed: int = 0) -> ReasoningWorld:
+    def build(config: ReasoningWorld, seed: int = 0) -> ReasoningSetup:
         start = time.perf_counter()
         tokenizer = build_tokenizer()
         policy = build_causal_lm(
@@ -158,8 +259,18 @@ class ReasoningWorld:
         eval_set = [
             s.problem for s in sample_problems(config.spec, config.eval_problems, EVAL_SEED)
         ]
-        return ReasoningWorld(
+        return ReasoningSetup(
             config, seed, tokenizer, policy, eval_set, time.perf_counter() - start
+        )
+
+    def task(self) -> ReasoningTask:
+        return ReasoningTask(self.tokenizer, self.train_problems, self.eval_set)
+
+    def context(self, models: dict[str, Any]) -> SignalContext:
+        """What the world hands its signals: the seed, the tokenizer, the text format and the
+        trained reward models asked for (the trainer adds ``policy`` and ``reference``)."""
+        return SignalContext(
+            self.seed, models=models, tokenizer=self.tokenizer, text_format=TEXT_FORMAT
         )
 
     def train_problems(self, n: int, update: int) -> list[Problem]:
@@ -291,4 +402,23 @@ class ReasoningWorld:
         return result
 
 
-__all__ = ["ReasoningWorld", "ReasoningWorldConfig"]
+def train_from_sft(
+    setup: ReasoningSetup,
+    config: GRPOConfig,
+    recipe: Recipe,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> GRPOResult:
+    """GRPO with ``recipe`` on a copy of the seed's SFT policy, with the reward models its
+    signals need (trained once per setup)."""
+    names = [name for name in recipe.needs().models if name not in LIVE_MODELS]
+    return train_grpo(
+        config,
+        copy.deepcopy(setup.policy),
+        setup.task(),
+        recipe,
+        setup.context(setup.models(names)),
+        progress,
+    )
+
+
+__all__ = ["ReasoningSetup", "ReasoningWorld", "train_from_sft"]
