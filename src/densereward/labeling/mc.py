@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from densereward.models.language import decode_responses, sample
+
+if TYPE_CHECKING:  # transformers costs a second to import; annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Judge = Callable[[int, str], bool]
 """``judge(problem_index, full_response_text) -> correct``."""

@@ -24,10 +24,9 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
-from transformers import PreTrainedModel
 
 from densereward.core.components import SignalContext
 from densereward.core.errors import ConfigError, ValidationError
@@ -36,6 +35,9 @@ from densereward.core.segments import segment_sum
 from densereward.core.trajectories import Trajectories
 from densereward.models.language import Rows, SampleCost, token_logprobs
 from densereward.pipeline import Pipeline, PipelineResult, Recipe
+
+if TYPE_CHECKING:  # transformers costs a second to import; annotations only
+    from transformers import PreTrainedModel
 
 
 class LanguageTask(Protocol):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from densereward.core.trajectories import Trajectories
 from densereward.models.language import (
@@ -17,6 +17,9 @@ from densereward.models.language import (
     sample,
 )
 from densereward.worlds.reasoning.tasks import STEP_TAG, Problem, grade, span_labels, step_is_true
+
+if TYPE_CHECKING:  # transformers costs a second to import; annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PROMPT_SUFFIX = "=?"
 

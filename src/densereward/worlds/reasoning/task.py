@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from densereward.core.trajectories import Trajectories
 from densereward.models.language import Rows, SampleCost
 from densereward.worlds.reasoning.rollouts import rollout
 from densereward.worlds.reasoning.tasks import Problem
+
+if TYPE_CHECKING:  # transformers costs a second to import; annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ rest of the code treats it exactly like any Hugging Face tokenizer.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
 from densereward.worlds.reasoning.tasks import STEP_TAG, TaskSpec, sample_problems
+
+if TYPE_CHECKING:  # transformers costs a second to import: only when a tokenizer is built
+    from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 PROMPT_END = "="
@@ -38,6 +39,9 @@ def default_corpus(n: int = 2000, seed: int = 0) -> list[str]:
 
 def build_tokenizer(corpus: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
     """Train a word-level vocabulary over single characters, op names and the step tag."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(
         Regex(STEP_TAG + r"|sort|rev|add|."), behavior="isolated"

@@ -15,11 +15,10 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from densereward.core.components import (
     Axis,
@@ -64,6 +63,9 @@ from densereward.worlds.reasoning.tasks import (
     tag_aligned,
 )
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
+
+if TYPE_CHECKING:  # transformers costs a second to import; annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 WORLD_MODELS = ("prm_exact", "prm_mc", "prm_mc_soft", "prover_value")
 """Reward models the world trains on request (``ReasoningSetup.models``)."""
