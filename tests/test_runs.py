@@ -254,3 +254,23 @@ def test_bad_reasoning_recipe_is_one_line(tmp_path: Path, change, message) -> No
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ("update_epochs: 1}", "update_epochs: 1, learning_rate: -1}"),
+        ("update_epochs: 1}", "update_epochs: 1, learning_rate: .nan}"),
+        ("update_epochs: 1}", "update_epochs: 1, clip_range: 0}"),
+        ("update_epochs: 1}", "update_epochs: 1, ent_coef: -0.1}"),
+    ],
+)
+def test_a_rate_that_would_fail_only_in_training_is_refused_at_load(tmp_path, change, pattern):
+    """``densereward recipe`` validates a recipe: it names the field of a negative, zero or NaN
+    rate (which used to pass and fail, or diverge, once training ran)."""
+    from tests.cli.test_cli import assert_user_error
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(TINY.replace(change, pattern))
+    field = pattern.split(", ")[1].split(":")[0]
+    assert_user_error(densereward("recipe", recipe), rf"trainer\.{field}: must be a finite")

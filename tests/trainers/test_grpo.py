@@ -197,3 +197,13 @@ def test_accuracy_and_gates_read_the_verdict_after_the_outcome_is_combined_away(
     assert max(accuracy) > 0
     assert [row["reward/gated"] for row in rows] == [row["reward/short"] for row in rows]
     assert [row["reward/reward"] for row in rows] == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "temperature", "kl_coef", "clip_range"])
+def test_grpo_refuses_a_rate_that_is_nan_or_negative(field):
+    from densereward.core.errors import ConfigError
+
+    for value in (float("nan"), -1.0):
+        with pytest.raises(ConfigError, match=rf"^{field}: must be a finite"):
+            GRPOConfig(**{field: value})
+    GRPOConfig(kl_coef=0.0)  # no KL penalty is a choice, not an error

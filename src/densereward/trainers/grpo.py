@@ -35,6 +35,7 @@ from densereward.core.segments import segment_sum
 from densereward.core.trajectories import Trajectories
 from densereward.models.language import Rows, SampleCost, token_logprobs
 from densereward.pipeline import Pipeline, PipelineResult, Recipe
+from densereward.trainers.config import check_rates
 
 if TYPE_CHECKING:  # transformers costs a second to import; annotations only
     from transformers import PreTrainedModel
@@ -111,6 +112,11 @@ class GRPOConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        check_rates(
+            self,
+            positive=("temperature", "learning_rate", "clip_range", "max_grad_norm"),
+            non_negative=("kl_coef",),
+        )
 
     @property
     def budget(self) -> int:

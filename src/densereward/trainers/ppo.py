@@ -29,6 +29,7 @@ from densereward.core.layouts import from_rollout_buffer
 from densereward.core.trajectories import Trajectories
 from densereward.models.networks import ActorCritic
 from densereward.pipeline import Pipeline, Recipe
+from densereward.trainers.config import check_rates
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class PPOConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+        check_rates(
+            self,
+            positive=("learning_rate", "clip_range", "max_grad_norm"),
+            non_negative=("ent_coef", "vf_coef"),
+        )
 
     @property
     def updates(self) -> int:
