@@ -20,6 +20,7 @@ from densereward.pipeline import Pipeline, Recipe
 @dataclass(frozen=True)
 class ReinforceConfig:
     length: ClassVar[str] = "updates"
+    estimator: ClassVar[dict] = {"kind": "grpo"}
 
     updates: int = 30
     """policy-gradient steps"""

@@ -220,9 +220,11 @@ class RunResults:
 
 
 class TrainerConfig(Protocol):
-    """A trainer's typed config: ``length`` names the field ``densereward run --steps`` sets."""
+    """A trainer's typed config: ``length`` names the field ``densereward run --steps`` sets;
+    ``estimator`` is the estimator spec a run recipe's methods get when they name none."""
 
     length: ClassVar[str]
+    estimator: ClassVar[Mapping[str, Any]]
     seed: int
 
 

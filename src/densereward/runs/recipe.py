@@ -94,7 +94,7 @@ class RunRecipe:
         methods_spec = data.get("methods")
         if not isinstance(methods_spec, Mapping) or not methods_spec:
             raise ConfigError(f"{source}: methods", "name at least one method")
-        estimator = data.get("estimator", {"kind": "grpo" if world.trains_on_selection else "gae"})
+        estimator = data.get("estimator", type(trainer).estimator)
         methods = {}
         offers = world.offers()
         for name, spec in methods_spec.items():

@@ -75,6 +75,7 @@ class GRPOConfig:
     """Hyper-parameters of one GRPO run."""
 
     length: ClassVar[str] = "updates"
+    estimator: ClassVar[dict[str, Any]] = {"kind": "grpo"}
 
     updates: int = 60
     """policy updates, one batch of prompts each"""

@@ -38,6 +38,7 @@ class PPOConfig:
     (diagonal Gaussian) action spaces; image observations get a CNN, others an MLP."""
 
     length: ClassVar[str] = "total_steps"
+    estimator: ClassVar[dict[str, Any]] = {"kind": "gae"}
 
     total_steps: int = 100_000
     """environment steps summed over all envs"""
