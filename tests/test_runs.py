@@ -119,6 +119,10 @@ BAD_RUNS = {
         TINY.replace("seeds: [0, 1]", "seeds: [-1]"),
         r"seeds: seeds are non-negative",
     ),
+    "method_name_not_a_string": (
+        TINY.replace("  sparse: {}", "  7: {}"),
+        r"methods\.7: a method name is a string, got int",
+    ),
     "method_name_with_a_path": (
         TINY.replace("  sparse: {}", "  ../escape: {}"),
         r"methods\.\.\./escape: a method name is letters",

@@ -99,7 +99,9 @@ class RunRecipe:
         offers = world.offers()
         for name, spec in methods_spec.items():
             where = f"{source}: methods.{name}"
-            if not isinstance(name, str) or not METHOD_NAME.fullmatch(name):
+            if not isinstance(name, str):
+                raise ConfigError(where, f"a method name is a string, got {type(name).__name__}")
+            if not METHOD_NAME.fullmatch(name):
                 raise ConfigError(where, "a method name is letters, digits, '_', '-' and '.'")
             if spec is not None and not isinstance(spec, Mapping):
                 raise ConfigError(where, "must be a mapping (a recipe), or {}")
