@@ -29,24 +29,110 @@ import densereward.estimators
 import densereward.signals
 import densereward.transforms  # noqa: F401
 from densereward.core.components import Estimator, Needs, SignalContext
-from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.errors import ConfigError, NonFiniteError, ValidationError
 from densereward.core.registry import build, lookup
 from densereward.core.trajectories import VERDICT, Trajectories
 
 RECIPE_KEYS = ("name", "description", "signals", "transforms", "estimator")
 
 
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_NODES = 100_000
+MAX_RECIPE_DEPTH = 50
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what makes a small file large: a document whose aliases
+    expand to more than ``MAX_RECIPE_NODES`` values (nested anchors grow exponentially in
+    everything that walks the result, from validation to ``yaml.safe_dump``), or that nests
+    deeper than ``MAX_RECIPE_DEPTH``."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_RECIPE_DEPTH and not self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise _TooLarge(mark, f"nested deeper than {MAX_RECIPE_DEPTH}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node)
+        if expanded > MAX_RECIPE_NODES:
+            raise _TooLarge(
+                node.start_mark,
+                f"its aliases expand to {expanded:,} values (at most {MAX_RECIPE_NODES:,})",
+            )
+        return self.construct_document(node)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Values the document holds once every alias is expanded: each node counted once per
+    path to it, computed over the graph (aliases share nodes) without expanding it."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path: reaching one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # post-order: a node's size once all of its children have theirs
+        node, ready = stack.pop()
+        if ready:
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[id(node)] = min(total, 1 << 62)
+            open_nodes.discard(id(node))
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:  # `a: &a [*a]`: an anchor used inside itself
+            raise _TooLarge(node.start_mark, "an alias refers to the node that contains it")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+class _TooLarge(yaml.YAMLError):
+    def __init__(self, mark: Any, problem: str) -> None:
+        self.problem_mark, self.problem = mark, problem
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; every failure is a ``ConfigError`` naming the file (and line)."""
+    """Parse a YAML file; every failure is a ``ConfigError`` naming the file (and line).
+
+    A recipe is small: more than ``MAX_RECIPE_BYTES``, aliases expanding to more than
+    ``MAX_RECIPE_NODES`` values, or more than ``MAX_RECIPE_DEPTH`` levels of nesting is refused
+    before it can take the memory or the stack (a few hundred bytes of nested anchors expand to
+    gigabytes).
+    """
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ConfigError(str(path), f"a recipe is at most {MAX_RECIPE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), "recipe file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), f"cannot read recipe ({error})") from None
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -187,11 +273,29 @@ class Pipeline:
     def from_yaml(path: str | Path) -> Pipeline:
         return Pipeline(Recipe.from_yaml(path))
 
+    def close(self) -> None:
+        """End the signals' background work (an annotator's requests in flight): called once
+        training is over, it raises what failed after the last update, which no later call
+        would."""
+        for signal in self.signals.values():
+            close = getattr(signal, "close", None)
+            if callable(close):
+                close()
+
     def transform(
-        self, batch: Trajectories, iteration: int = 0
+        self, batch: Trajectories, iteration: int = 0, dtype: torch.dtype | None = None
     ) -> tuple[Trajectories, list[Diagnostic]]:
-        """Signals then transforms, without the estimator: the batch with every column they wrote."""
+        """Signals then transforms, without the estimator: the batch with every column they wrote.
+
+        With ``dtype`` (the consumer's: a trainer's float32), every floating column of the input
+        and every column a stage writes must stay finite once cast to it; the first that does
+        not is a :class:`NonFiniteError` naming the stage (a reward of 1e39 is finite in float64
+        and ``inf`` in float32).
+        """
         diagnostics: list[Diagnostic] = []
+        if dtype is not None:
+            for name, column in (*batch.steps.items(), *batch.episodes.items()):
+                _check_finite(batch, "the input", name, column, name in batch.steps, dtype)
         stages: list[tuple[str, Any]] = [
             (
                 f"signals.{name} {self.specs[name].component_name}",
@@ -220,15 +324,20 @@ class Pipeline:
                 # as accuracy and what every gate after it reads
                 raise ValidationError(VERDICT, f"{stage} changed the verdict, which is read-only")
             for name, column in changed:
-                _check_finite(batch, stage, name, column, name in batch.steps)
+                _check_finite(batch, stage, name, column, name in batch.steps, dtype)
                 diagnostics.append(_summarize(stage, name, column))
         return batch, diagnostics
 
-    def __call__(self, batch: Trajectories, iteration: int = 0) -> PipelineResult:
-        batch, diagnostics = self.transform(batch, iteration)
+    def __call__(
+        self, batch: Trajectories, iteration: int = 0, dtype: torch.dtype | None = None
+    ) -> PipelineResult:
+        """Signals, transforms and estimator; advantages and returns are finite (in ``dtype``
+        too, when given: see :meth:`transform`)."""
+        batch, diagnostics = self.transform(batch, iteration, dtype)
         estimate = self.estimator(batch)
         stage = f"estimator {self.estimator.component_name}"
-        _check_finite(batch, stage, "advantage", estimate.advantages, True)
+        _check_finite(batch, stage, "advantage", estimate.advantages, True, dtype)
+        _check_finite(batch, stage, "return", estimate.returns, True, dtype)
         diagnostics.append(_summarize(stage, "advantage", estimate.advantages))
         diagnostics.append(_summarize(stage, "return", estimate.returns))
         out = batch.with_steps(advantage=estimate.advantages, **{"return": estimate.returns})
@@ -241,23 +350,36 @@ class Pipeline:
 
 
 def _check_finite(
-    batch: Trajectories, stage: str, name: str, column: Tensor, per_step: bool
+    batch: Trajectories,
+    stage: str,
+    name: str,
+    column: Tensor,
+    per_step: bool,
+    dtype: torch.dtype | None = None,
 ) -> None:
-    if not column.is_floating_point():
+    if not column.is_floating_point() or column.numel() == 0:
         return
-    bad = ~torch.isfinite(column)
-    if bad.ndim > 1:
-        bad = bad.flatten(1).any(1)
-    if bool(bad.any()):
-        index = int(torch.nonzero(bad)[0, 0])
+    values = column.detach()
+    bad = ~torch.isfinite(values)
+    cast = dtype is not None and dtype != column.dtype and not bool(bad.any())
+    if cast:
+        bad = ~torch.isfinite(values.to(dtype))
+    rows = bad.reshape(bad.shape[0], -1) if bad.ndim > 0 else bad.reshape(1, 1)
+    if bool(rows.any()):
+        index = int(torch.nonzero(rows.any(1))[0, 0])
         if per_step:
             trajectory = int(torch.searchsorted(batch.offsets, index, right=True)) - 1
             step: int | None = index - int(batch.offsets[trajectory])
         else:
             trajectory, step = index, None
-        raise ValidationError(
-            name, f"{stage} produced a non-finite value", trajectory=trajectory, step=step
+        value = float(values.reshape(rows.shape)[index][rows[index]][0])
+        problem = (
+            f"{stage} produced {value:.6g}, which is not finite in "
+            f"{str(dtype).replace('torch.', '')} (the trainer's dtype)"
+            if cast
+            else f"{stage} produced a non-finite value ({value})"
         )
+        raise NonFiniteError(name, problem, trajectory=trajectory, step=step)
 
 
 def _summarize(stage: str, name: str, column: Tensor) -> Diagnostic:

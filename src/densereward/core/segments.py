@@ -331,15 +331,42 @@ class Groups:
     def sum(self, x: Tensor) -> Tensor:
         return x.new_zeros(self.count, *x.shape[1:]).index_add_(0, self.index, x)
 
+    def scale(self, x: Tensor) -> Tensor:
+        """Per group, the power of two ``2^e`` with ``max |x| / 2^e`` in ``[1, 2)`` (1 for an
+        all-zero or empty group).
+
+        The statistics below are computed on ``x / 2^e``, whose entries lie in ``(-2, 2)``:
+        squares and sums cannot overflow for any finite input (a reward of 1e200 in float64, or
+        1e30 in float32, has an exact z-score), and dividing by a power of two is exact, so on
+        ordinary values every result is bit-for-bit the unscaled formula's.
+        """
+        magnitude = x.abs() if x.is_floating_point() else x.abs().to(torch.get_default_dtype())
+        if magnitude.ndim > 1:
+            magnitude = magnitude.flatten(1).amax(1)
+        peak = magnitude.new_zeros(self.count).scatter_reduce(0, self.index, magnitude, "amax")
+        return power_of_two_scale(peak)
+
+    def _scaled(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.scale(x)
+        per_item = scale[self.index]
+        return x / per_item.view(-1, *([1] * (x.ndim - 1))), scale
+
     def mean(self, x: Tensor) -> Tensor:
-        return self.sum(x) / self.size.clamp(min=1).to(x.dtype)
+        y, scale = self._scaled(x)
+        return self._mean(y) * scale.view(-1, *([1] * (x.ndim - 1)))
+
+    def _mean(self, y: Tensor) -> Tensor:
+        return self.sum(y) / self.size.clamp(min=1).to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
+
+    def _std(self, y: Tensor, unbiased: bool) -> Tensor:
+        squared = self.sum((y - self._mean(y)[self.index]) ** 2)
+        dof = (self.size - int(unbiased)).to(y.dtype)
+        return torch.where(dof > 0, squared / dof.clamp(min=1), torch.zeros_like(squared)).sqrt()
 
     def std(self, x: Tensor, unbiased: bool = True) -> Tensor:
         """Per-group standard deviation; 0 for a group too small to have one."""
-        mean = self.mean(x)
-        squared = self.sum((x - mean[self.index]) ** 2)
-        dof = (self.size - int(unbiased)).to(x.dtype)
-        return torch.where(dof > 0, squared / dof.clamp(min=1), torch.zeros_like(squared)).sqrt()
+        y, scale = self._scaled(x)
+        return self._std(y, unbiased) * scale
 
     def leave_one_out_mean(self, x: Tensor) -> Tensor:
         """``mean_{j != i} x_j`` over i's group, per item; ``x_i`` itself for a group of one.
@@ -347,9 +374,10 @@ class Groups:
         Returning ``x_i`` for a singleton makes ``x_i - baseline`` exactly 0: a lone sample has no
         baseline, so it gets no advantage rather than an unbaselined one.
         """
-        total = self.sum(x)[self.index]
+        y, scale = self._scaled(x)
+        total = self.sum(y)[self.index]
         others = (self.size[self.index] - 1).to(x.dtype)
-        return torch.where(others > 0, (total - x) / others.clamp(min=1), x)
+        return torch.where(others > 0, (total - y) / others.clamp(min=1) * scale[self.index], x)
 
     def max(self, x: Tensor) -> Tensor:
         return x.new_full((self.count,), float("-inf")).scatter_reduce(0, self.index, x, "amax")
@@ -364,13 +392,25 @@ class Groups:
     def zscore(self, x: Tensor, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
         """``(x - mean_g) / (std_g + eps)`` per item; exactly 0 in a group of one or all-equal.
 
-        The constant-group case is decided by max == min, not by ``std == 0``: rounding in the mean
-        leaves ``x - mean`` around 1e-8, which ``eps`` would blow up into a visible advantage.
+        Evaluated as ``(y - mean_g y) / (std_g y + eps / s_g)`` with ``y = x / s_g`` (see
+        :meth:`scale`): the same number, without overflow. The constant-group case is decided by
+        max == min, not by ``std == 0``: rounding in the mean leaves ``x - mean`` around 1e-8,
+        which ``eps`` would blow up into a visible advantage.
         """
-        mean = self.mean(x)[self.index]
-        std = self.std(x, unbiased)[self.index]
-        scores = (x - mean) / (std + eps)
+        y, scale = self._scaled(x)
+        mean = self._mean(y)[self.index]
+        std = self._std(y, unbiased)[self.index]
+        scores = (y - mean) / (std + eps / scale[self.index])
         return scores.masked_fill(self.is_constant(x), 0.0)
+
+
+def power_of_two_scale(magnitude: Tensor) -> Tensor:
+    """``2^e`` with ``magnitude / 2^e`` in ``[1, 2)``, elementwise; 1 where ``magnitude`` is 0
+    (or not finite, which the callers' finiteness checks report). ``2^e`` never exceeds
+    ``magnitude``, so it is representable even for the largest finite float."""
+    _, exponent = torch.frexp(magnitude)
+    scale = torch.ldexp(torch.ones_like(magnitude), exponent - 1)
+    return torch.where((magnitude > 0) & torch.isfinite(magnitude), scale, 1.0)
 
 
 def pooled_zscore(
@@ -383,15 +423,18 @@ def pooled_zscore(
     elements are segment reductions and broadcasts — never a scatter into groups. A constant pool
     (max == min) maps to exactly 0.
     """
+    high = groups.max(segment_max(x, segments))
+    low = groups.min(segment_min(x, segments))
+    # computed on x / s_g (a power of two near the pool's largest |x|: exact, cannot overflow)
+    s = power_of_two_scale(torch.maximum(high.abs(), low.abs()))
+    y = x / broadcast(s[groups.index], segments)
     count = groups.sum(segments.lengths.to(x.dtype))
-    mean = groups.sum(segment_sum(x, segments)) / count.clamp(min=1)
-    centred = x - broadcast(mean[groups.index], segments)
+    mean = groups.sum(segment_sum(y, segments)) / count.clamp(min=1)
+    centred = y - broadcast(mean[groups.index], segments)
     squares = groups.sum(segment_sum(centred * centred, segments))
     dof = count - int(unbiased)
     std = torch.where(dof > 0, squares / dof.clamp(min=1), torch.zeros_like(squares)).sqrt()
-    high = groups.max(segment_max(x, segments))
-    low = groups.min(segment_min(x, segments))
-    scale = torch.where(high == low, torch.zeros_like(std), 1.0 / (std + eps))
+    scale = torch.where(high == low, torch.zeros_like(std), 1.0 / (std + eps / s))
     return centred * broadcast(scale[groups.index], segments)
 
 

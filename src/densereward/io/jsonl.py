@@ -13,6 +13,7 @@ Every line must have the same columns. Blank lines are skipped; errors name the 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,11 @@ def _numeric(tensor: torch.Tensor, name: str) -> torch.Tensor:
     if tensor.dtype in (torch.int64, torch.int32) and name not in INTEGER_COLUMNS:
         return tensor.to(torch.float64)
     return tensor
+
+
+TOO_DEEP = (
+    f"JSON nested deeper than Python's parser allows (about {sys.getrecursionlimit()} levels)"
+)
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -58,6 +64,8 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     line=number,
                     source=str(path),
                 ) from None
+            except RecursionError:
+                raise ValidationError("line", TOO_DEEP, line=number, source=str(path)) from None
             if not isinstance(record, dict):
                 raise ValidationError(
                     "line",

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 
 from densereward.core.components import SignalContext
-from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.errors import ConfigError, NonFiniteError, ValidationError
 from densereward.core.layouts import broadcast_to_tokens
 from densereward.core.segments import segment_sum
 from densereward.core.trajectories import Trajectories
 from densereward.models.language import Rows, SampleCost, token_logprobs
 from densereward.pipeline import Pipeline, PipelineResult, Recipe
 from densereward.trainers.config import check_rates
+from densereward.trainers.guards import clip_and_check, located
 
 if TYPE_CHECKING:  # transformers costs a second to import; annotations only
     from transformers import PreTrainedModel
@@ -208,6 +209,7 @@ def train_grpo(
             result.metrics.append(record)
             if progress:
                 progress(record)
+            pipeline.close()
             break
         batch, rows, cost = task.rollout(
             policy,
@@ -219,7 +221,10 @@ def train_grpo(
         )
         samples += len(batch)
         generated += cost.generated_tokens
-        shaped = pipeline(batch, update)
+        try:
+            shaped = pipeline(batch, update, dtype=torch.float32)
+        except NonFiniteError as error:
+            raise located(error, config.seed, update) from None
         advantages, mask = token_advantages(shaped, rows)
         with torch.no_grad():
             old = token_logprobs(policy, rows)
@@ -237,7 +242,10 @@ def train_grpo(
             )
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            try:
+                clip_and_check({"loss": loss}, policy.parameters(), config.max_grad_norm)
+            except NonFiniteError as error:
+                raise located(error, config.seed, update) from None
             optimizer.step()
         record.update(_batch_metrics(shaped.trajectories, rows, task.batch_metrics(batch), stats))
         if shaped.keep is not None:

@@ -22,14 +22,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
-from torch import nn
 
-from densereward.core.errors import ConfigError
+from densereward.core.errors import ConfigError, NonFiniteError
 from densereward.core.layouts import from_rollout_buffer
+from densereward.core.segments import power_of_two_scale
 from densereward.core.trajectories import Trajectories
 from densereward.models.networks import ActorCritic
 from densereward.pipeline import Pipeline, Recipe
 from densereward.trainers.config import check_rates
+from densereward.trainers.guards import clip_and_check, located
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,10 @@ def train_ppo(
             },
         )
         batch = _with_bootstrap(batch, agent)
-        shaped = pipeline(batch, iteration=update)
+        try:
+            shaped = pipeline(batch, iteration=update, dtype=torch.float32)
+        except NonFiniteError as error:
+            raise located(error, config.seed, update) from None
         flat = shaped.trajectories
         advantages = shaped.advantages.float()
         returns = shaped.returns.float()
@@ -234,7 +238,7 @@ def train_ppo(
                         float(((ratio - 1.0).abs() > config.clip_range).float().mean())
                     )
                 advantage = advantages[index]
-                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+                advantage = _normalized(advantage)
                 policy_loss = torch.max(
                     -advantage * ratio,
                     -advantage * ratio.clamp(1 - config.clip_range, 1 + config.clip_range),
@@ -244,7 +248,18 @@ def train_ppo(
                 loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                try:
+                    clip_and_check(
+                        {
+                            "policy_loss": policy_loss,
+                            "value_loss": value_loss,
+                            "entropy": entropy,
+                        },
+                        agent.parameters(),
+                        config.max_grad_norm,
+                    )
+                except NonFiniteError as error:
+                    raise located(error, config.seed, update) from None
                 optimizer.step()
 
         row = {
@@ -269,7 +284,17 @@ def train_ppo(
         if on_update is not None:
             on_update(row)
     envs.close()
+    pipeline.close()
     return result
+
+
+def _normalized(advantage: torch.Tensor) -> torch.Tensor:
+    """``(A - mean A) / (std A + 1e-8)`` over the minibatch, evaluated on ``A / 2^e`` (``2^e``
+    within a factor 2 of ``max |A|``): the same number, bit for bit, without the overflow of
+    squaring 1e20."""
+    scale = power_of_two_scale(advantage.abs().max())
+    scaled = advantage / scale
+    return (scaled - scaled.mean()) / (scaled.std() + 1e-8 / scale)
 
 
 def episode_success(info: dict[str, Any], env: int) -> float:

@@ -44,6 +44,10 @@ class DenseRewardVecEnv(VecEnvWrapper):
         self._actions: np.ndarray | None = None
         self.iteration = 0
 
+    def close(self) -> None:
+        self.venv.close()
+        self.pipeline.close()
+
     def reset(self) -> Any:
         self._obs = self.venv.reset()
         return self._obs
@@ -77,7 +81,7 @@ class DenseRewardVecEnv(VecEnvWrapper):
             },
             trusted=True,
         )
-        shaped, _ = self.pipeline.transform(batch, self.iteration)
+        shaped, _ = self.pipeline.transform(batch, self.iteration, dtype=torch.float32)
         for i, info in enumerate(infos):
             info["true_reward"] = float(rewards[i])
         self._obs = obs
