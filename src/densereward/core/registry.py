@@ -24,8 +24,10 @@ group ``densereward.plugins`` (each entry names a module to import), loaded on f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
+import math
 import pkgutil
 import types
 import typing
@@ -35,6 +37,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from densereward.core.components import Estimator, Signal, Transform, World
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import check_bounds, describe
 
 KINDS = ("signal", "transform", "estimator", "world")
 PROTOCOLS: dict[str, type] = {
@@ -61,7 +64,7 @@ class Component:
 
     def parameters(self) -> list[tuple[str, str, Any]]:
         """``(name, type, default)`` for each parameter."""
-        hints = typing.get_type_hints(self.cls)
+        hints = typing.get_type_hints(self.cls, include_extras=True)
         out = []
         for f in dataclasses.fields(self.cls):
             if not f.init:
@@ -105,9 +108,40 @@ def register(kind: str, name: str, paper: str = "") -> Callable[[type[T]], type[
             )
         _REGISTRY[(kind, name)] = Component(kind, name, cls, paper)
         cls.component_name = name  # type: ignore[attr-defined]
+        _check_bounds_on_construction(cls)
         return cls
 
     return decorate
+
+
+def _check_bounds_on_construction(cls: type) -> None:
+    """Make the declared bounds hold for a component built from Python too (``GAE(gamma=1.5)``
+    raises), not only from a recipe: checked once the dataclass's ``__init__`` (and its
+    ``__post_init__``) has run."""
+    if cls.__dict__.get("_bounds_checked"):
+        return
+    initialise = cls.__init__  # type: ignore[misc]
+    hints: dict[str, Any] = {}
+
+    @functools.wraps(initialise)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        initialise(self, *args, **kwargs)
+        if type(self) is not cls:
+            return  # a subclass's own wrapper checks its fields
+        if not hints:
+            hints.update(typing.get_type_hints(cls, include_extras=True))
+        for f in dataclasses.fields(cls):
+            annotation = hints.get(f.name)
+            if not f.init or annotation is None or get_origin(annotation) is not typing.Annotated:
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+                check_bounds(value, annotation.__metadata__, f.name)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    cls._bounds_checked = True  # type: ignore[attr-defined]
 
 
 def unregister(kind: str, name: str) -> None:
@@ -184,7 +218,7 @@ def build_config(
     """
     if not isinstance(given, Mapping):
         raise ConfigError(path, f"expected a mapping of {what} parameters, got {_show(given)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {
         f.name: f
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
@@ -215,21 +249,28 @@ def build_config(
 
 
 def coerce(value: Any, annotation: Any, path: str) -> Any:
-    """Check ``value`` against a type annotation; widen int to float; tuples from lists."""
+    """Check ``value`` against a type annotation; widen int to float; tuples from lists.
+
+    A float is finite; an ``Annotated`` type's ``annotated_types`` bounds are checked
+    (``core.parameters``)."""
     origin, args = get_origin(annotation), get_args(annotation)
     if annotation is Any:
+        return value
+    if origin is typing.Annotated:
+        value = coerce(value, args[0], path)
+        check_bounds(value, annotation.__metadata__, path)
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
+        options = [option for option in args if option is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message ("must be <= 1")
+            return coerce(value, options[0], path)
+        for option in options:
             try:
                 return coerce(value, option, path)
-            except ConfigError as error:
-                errors.append(error.problem)
+            except ConfigError:
+                continue
         raise ConfigError(path, f"expected {_type_name(annotation)}, got {_show(value)}")
     if origin is Literal:
         if value in args:
@@ -252,7 +293,14 @@ def coerce(value: Any, annotation: Any, path: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, f"expected a number, got {_show(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            shown = repr(value) if isinstance(value, float) else _show(value)
+            raise ConfigError(path, f"must be a finite number, got {shown}")
+        return number
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {_show(value)}")
@@ -277,6 +325,8 @@ def _show(value: Any) -> str:
 
 def _type_name(annotation: Any) -> str:
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0]) + describe(annotation.__metadata__)
     if origin in (typing.Union, types.UnionType):
         return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
     if origin is Literal:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Estimator
+from densereward.core.parameters import NonNegative
 from densereward.core.registry import register
 from densereward.core.segments import Groups, broadcast, segment_sum
 from densereward.core.trajectories import Trajectories
@@ -89,7 +90,7 @@ class ForkRelative(Estimator):
     """Shared steps get one value; siblings at each fork are compared with each other."""
 
     reward: str | None = "reward"
-    fork_weight: float = 1.0
+    fork_weight: NonNegative = 1.0
 
     def __call__(self, batch: Trajectories) -> Estimate:
         return estimate_fork_relative(batch, self.reward, self.fork_weight)

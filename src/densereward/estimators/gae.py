@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from densereward.core.components import Estimator
-from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.errors import ValidationError
+from densereward.core.parameters import Unit
 from densereward.core.registry import register
 from densereward.core.segments import discounted_reverse_cumsum, next_in_segment
 from densereward.core.trajectories import Trajectories
@@ -63,15 +64,11 @@ def estimate_gae(
 class GAE(Estimator):
     """Generalized advantage estimation; bootstraps on truncation, not on termination."""
 
-    gamma: float = 0.99
-    lam: float = 0.95
+    gamma: Unit = 0.99
+    lam: Unit = 0.95
     reward: str = "reward"
     value: str = "value"
     bootstrap_value: str = "bootstrap_value"
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
-            raise ConfigError("", "gamma and lam must lie in [0, 1]")
 
     def __call__(self, batch: Trajectories) -> Estimate:
         return estimate_gae(

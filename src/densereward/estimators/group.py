@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Estimator
+from densereward.core.parameters import Positive
 from densereward.core.registry import register
 from densereward.core.segments import broadcast
 from densereward.core.trajectories import Trajectories
@@ -89,7 +90,7 @@ class GRPO(Estimator):
     """Group-normalised trajectory score broadcast to every step."""
 
     reward: str | None = "reward"
-    eps: float = 1e-6
+    eps: Positive = 1e-6
     unbiased_std: bool = True
 
     def __call__(self, batch: Trajectories) -> Estimate:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from densereward.core.components import Estimator
+from densereward.core.parameters import Unit
 from densereward.core.registry import register
 from densereward.core.segments import discounted_reverse_cumsum, pooled_zscore
 from densereward.core.trajectories import Trajectories
@@ -54,7 +55,7 @@ class IGPO(Estimator):
     """Information-gain turn rewards with the outcome at the last turn, discounted, group z-scored."""
 
     information_gain: str = "information_gain"
-    gamma: float = 0.5
+    gamma: Unit = 0.5
     normalize: Literal["returns", "rewards"] = "returns"
 
     def __call__(self, batch: Trajectories) -> Estimate:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Estimator
+from densereward.core.parameters import Count, Real
 from densereward.core.registry import register
 from densereward.core.segments import Groups, broadcast, segment_mean
 from densereward.core.trajectories import Trajectories
@@ -92,15 +93,11 @@ class PROF(Estimator):
     """GRPO on the responses whose mean process reward agrees with their outcome."""
 
     process: str = "prm"
-    keep: int = 4
+    keep: Count = 4
     """Responses kept per group (of ``group_size`` sampled)."""
     reward: str | None = None
-    threshold: float = 0.5
+    threshold: Real = 0.5
     selects_trajectories: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        if self.keep < 1:
-            raise ValueError(f"keep must be at least 1, got {self.keep}")
 
     def __call__(self, batch: Trajectories) -> Estimate:
         return estimate_prof(batch, self.process, self.keep, self.reward, self.threshold)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Estimator
+from densereward.core.parameters import NonNegative, Unit
 from densereward.core.registry import register
 from densereward.core.segments import discounted_reverse_cumsum
 from densereward.core.trajectories import Trajectories
@@ -61,8 +62,8 @@ class ReinforcePlusPlus(Estimator):
 
     reward: str | None = "reward"
     kl: str | None = None
-    kl_coef: float = 0.0
-    gamma: float = 1.0
+    kl_coef: NonNegative = 0.0
+    gamma: Unit = 1.0
 
     def __call__(self, batch: Trajectories) -> Estimate:
         return estimate_reinforce_pp(batch, self.reward, self.kl, self.kl_coef, self.gamma)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from densereward.core.components import Estimator
+from densereward.core.parameters import NonNegative, Positive, Unit
 from densereward.core.registry import register
 from densereward.core.segments import (
     Groups,
@@ -107,9 +108,9 @@ class StepGRPO(Estimator):
     advantage."""
 
     process: str = "reward"
-    outcome_weight: float = 1.0
-    gamma: float = 1.0
-    eps: float = 1e-6
+    outcome_weight: NonNegative = 1.0
+    gamma: Unit = 1.0
+    eps: Positive = 1e-6
     scope: Literal["group", "batch"] = "group"
 
     def __call__(self, batch: Trajectories) -> Estimate:
@@ -126,9 +127,9 @@ class PRIME(Estimator):
     """Leave-one-out process returns plus leave-one-out outcome advantage."""
 
     process: str = "implicit_reward"
-    gamma: float = 1.0
-    process_weight: float = 1.0
-    outcome_weight: float = 1.0
+    gamma: Unit = 1.0
+    process_weight: NonNegative = 1.0
+    outcome_weight: NonNegative = 1.0
 
     def __call__(self, batch: Trajectories) -> Estimate:
         return estimate_prime(

@@ -9,6 +9,7 @@ import torch
 
 from densereward.core.components import Needs, Signal, SignalContext
 from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.parameters import Count, Real
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.models.progress import ProgressModel
@@ -29,9 +30,9 @@ class ProgressPotential(Signal):
     per-trajectory column ``final_obs``.
     """
 
-    demos: int = 20
-    scale: float = 1.0
-    fit_steps: int = 400
+    demos: Count = 20
+    scale: Real = 1.0
+    fit_steps: Count = 400
 
     def needs(self) -> Needs:
         return Needs(demonstrations=True)
@@ -75,7 +76,7 @@ class CountBonus(Signal):
     step column ``<name>`` from step column ``obs``.
     """
 
-    scale: float = 0.05
+    scale: Real = 0.05
 
     def bind(self, context: SignalContext) -> VisitCounts:
         return VisitCounts(self.scale)

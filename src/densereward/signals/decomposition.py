@@ -9,6 +9,7 @@ import torch
 
 from densereward.core.components import Signal, SignalContext
 from densereward.core.layouts import pad_segments
+from densereward.core.parameters import Count, Positive
 from densereward.core.registry import register
 from densereward.core.returns import trajectory_scores
 from densereward.core.segments import Segments
@@ -30,11 +31,11 @@ class ReturnDecompositionSignal(Signal):
     """
 
     source: str = "reward"
-    hidden: int = 64
-    train_steps: int = 20
-    batch_size: int = 32
-    replay: int = 256
-    learning_rate: float = 1e-3
+    hidden: Count = 64
+    train_steps: Count = 20
+    batch_size: Count = 32
+    replay: Count = 256
+    learning_rate: Positive = 1e-3
 
     def bind(self, context: SignalContext) -> OnlineReturnPredictor:
         torch.manual_seed(context.seed)

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Needs, Signal, SignalContext, TextFormat
-from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.errors import ValidationError
+from densereward.core.parameters import Count, Positive
 from densereward.core.registry import register
 from densereward.core.segments import Segments, previous_in_segment
 from densereward.core.trajectories import Trajectories
@@ -125,14 +126,10 @@ class ImplicitPRMSignal(Signal):
     PRIME's algorithm does. ``π_φ`` and ``π_ref`` both start from the model named ``reference``.
     """
 
-    beta: float = 0.05
-    learning_rate: float = 1e-4
-    updates: int = 1
+    beta: Positive = 0.05
+    learning_rate: Positive = 1e-4
+    updates: Count = 1
     reference: str = "reference"
-
-    def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ConfigError("beta", "must be positive")
 
     def needs(self) -> Needs:
         return Needs(models=(self.reference,))

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 
 from densereward.core.components import Transform
+from densereward.core.errors import ConfigError
+from densereward.core.parameters import Positive, Real, Unit
 from densereward.core.registry import register
 from densereward.core.returns import step_rewards_with_outcome
 from densereward.core.segments import discounted_reverse_cumsum
@@ -45,13 +47,25 @@ class Blend(Transform):
     auxiliary: str = "heuristic"
     primary: str = "reward"
     target: str = "reward"
-    initial: float = 1.0
-    learning_rate: float = 0.5
-    gamma: float = 0.99
-    minimum: float = 0.0
-    maximum: float = 2.0
+    initial: Real = 1.0
+    learning_rate: Positive = 0.5
+    gamma: Unit = 0.99
+    minimum: Real = 0.0
+    maximum: Real = 2.0
     weight: float | None = field(default=None, init=False, repr=False)
     history: list[float] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.minimum > self.maximum:
+            raise ConfigError(
+                "maximum", f"must be at least minimum ({self.minimum:g}), got {self.maximum:g}"
+            )
+        if not self.minimum <= self.initial <= self.maximum:
+            raise ConfigError(
+                "initial",
+                f"must lie in [minimum, maximum] = [{self.minimum:g}, {self.maximum:g}], "
+                f"got {self.initial:g}",
+            )
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
         if self.weight is None:

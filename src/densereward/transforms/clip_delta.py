@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from densereward.core.components import Transform
+from densereward.core.parameters import Real
 from densereward.core.registry import register
 from densereward.core.segments import Segments, next_in_segment
 from densereward.core.trajectories import Trajectories
@@ -45,7 +46,7 @@ class Clip(Transform):
     """min(r - eta, 0): only steps below eta are penalised."""
 
     source: str = "reward"
-    eta: float = 0.0
+    eta: Real = 0.0
     target: str | None = None
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
@@ -81,7 +82,7 @@ class ClipDelta(Transform):
     """Clip, then Delta."""
 
     source: str = "reward"
-    eta: float = 0.0
+    eta: Real = 0.0
     target: str | None = None
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:

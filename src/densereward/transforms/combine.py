@@ -8,6 +8,7 @@ import torch
 
 from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import Real
 from densereward.core.registry import register
 from densereward.core.trajectories import OUTCOME, Trajectories
 from densereward.transforms.base import read_column
@@ -22,7 +23,7 @@ class Combine(Transform):
     so estimators do not count it twice).
     """
 
-    weights: dict[str, float]
+    weights: dict[str, Real]
     target: str = "reward"
 
     def __post_init__(self) -> None:

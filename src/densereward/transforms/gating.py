@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from densereward.core.components import Transform
+from densereward.core.parameters import Real
 from densereward.core.registry import register
 from densereward.core.segments import broadcast, segment_sum
 from densereward.core.trajectories import Trajectories
@@ -42,7 +43,7 @@ class Gate(Transform):
     """A per-trajectory column, or a step column (then its per-trajectory sum is compared); by
     default the grader's verdict, which no transform moves (``outcome`` is a reward that
     ``combine`` or redistribution may already have zeroed)."""
-    threshold: float = 1.0
+    threshold: Real = 1.0
     target: str | None = None
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from densereward.core.components import Transform
+from densereward.core.parameters import Positive
 from densereward.core.registry import register
 from densereward.core.segments import Groups, pooled_zscore
 from densereward.core.trajectories import Trajectories
@@ -36,7 +37,7 @@ class Normalize(Transform):
 
     source: str = "reward"
     scope: Literal["group", "batch"] = "group"
-    eps: float = 1e-6
+    eps: Positive = 1e-6
     target: str | None = None
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:

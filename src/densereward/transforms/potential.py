@@ -10,6 +10,7 @@ from torch import Tensor
 
 from densereward.core.components import Transform
 from densereward.core.errors import ValidationError
+from densereward.core.parameters import Real, Unit
 from densereward.core.registry import register
 from densereward.core.segments import Segments, next_in_segment, previous_in_segment
 from densereward.core.trajectories import Trajectories
@@ -67,11 +68,11 @@ class PotentialShaping(Transform):
     potential: str = "potential"
     source: str = "reward"
     target: str | None = None
-    gamma: float = 0.99
+    gamma: Unit = 0.99
     potential_at: Literal["state", "next_state"] = "state"
     """``state``: ``potential[t] = Phi(s_t)``. ``next_state``: ``potential[t] = Phi(s_{t+1})``, as
     a PRM scores the prefix that ends with step t; then ``Phi(s_0) = initial_potential``."""
-    initial_potential: float = 0.0
+    initial_potential: Real = 0.0
     final_potential: str = "final_potential"
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Transform
+from densereward.core.parameters import Positive
 from densereward.core.registry import register
 from densereward.core.segments import broadcast
 from densereward.core.trajectories import Trajectories
@@ -56,7 +57,7 @@ class PreferenceAsReward(Transform):
 
     source: str = "outcome"
     reference: str = "reference_rewards"
-    k: float = 1.0
+    k: Positive = 1.0
     target: str | None = None
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:

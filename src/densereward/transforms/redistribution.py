@@ -9,6 +9,7 @@ from torch import Tensor
 
 from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import NonNegative
 from densereward.core.registry import register
 from densereward.core.returns import trajectory_scores
 from densereward.core.segments import broadcast, previous_in_segment, segment_sum
@@ -79,7 +80,7 @@ class ReturnDecomposition(Transform):
     prediction: str = "prediction"
     source: str = "reward"
     target: str | None = None
-    max_error: float | None = None
+    max_error: NonNegative | None = None
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
         returns = trajectory_scores(batch, self.source)

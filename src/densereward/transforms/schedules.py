@@ -8,6 +8,7 @@ from typing import Literal
 
 from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import Count, Real
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.transforms.base import read_column, write_column
@@ -46,16 +47,10 @@ class Anneal(Transform):
 
     source: str = "reward"
     schedule: Schedule = "exponential"
-    start: float = 1.0
-    end: float = 0.0
-    horizon: int = 100
+    start: Real = 1.0
+    end: Real = 0.0
+    horizon: Count = 100
     target: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.horizon <= 0:
-            raise ConfigError(
-                "horizon", f"must be a positive number of iterations, got {self.horizon}"
-            )
 
     def __call__(self, batch: Trajectories, iteration: int = 0) -> Trajectories:
         values, per_step = read_column(batch, self.source)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from densereward.core.components import Transform
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import Real
 from densereward.core.registry import register
 from densereward.core.segments import Segments, broadcast, segment_mean
 from densereward.core.trajectories import Trajectories
@@ -57,7 +58,7 @@ class ThoughtLevel(Transform):
     """Contiguous steps with the same verdict share one reward."""
 
     source: str = "prm"
-    threshold: float = 0.5
+    threshold: Real = 0.5
     mode: Literal["mean", "verdict"] = "mean"
     target: str | None = None
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Transform
+from densereward.core.parameters import Real
 from densereward.core.registry import register
 from densereward.core.segments import Groups, broadcast, segment_mean
 from densereward.core.trajectories import Trajectories
@@ -45,7 +46,7 @@ class TrustWeight(Transform):
     source: str = "thinking_reward"
     correct: str = "verdict"
     """The per-trajectory column that says whether a response is correct."""
-    threshold: float = 0.5
+    threshold: Real = 0.5
     """A response counts as correct when its ``correct`` column is at least this."""
     target: str | None = None
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+from annotated_types import Interval
 
 from densereward.core.components import (
     Axis,
@@ -26,6 +27,7 @@ from densereward.core.components import (
     World,
 )
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import Count
 from densereward.core.registry import register
 from densereward.evaluation.curves import first_reaching, trailing_mean
 from densereward.pipeline import Pipeline, Recipe
@@ -47,9 +49,9 @@ class ControlWorld(World):
 
     env_id: str = "MiniGrid-DoorKey-5x5-v0"
     """any Gymnasium id; MiniGrid ids get image observations and a success flag"""
-    success_threshold: float = 0.9
+    success_threshold: Annotated[float, Interval(gt=0.0, le=1.0)] = 0.9
     """the success rate a method must reach; the report counts environment steps to it"""
-    evaluation_episodes: int = 16
+    evaluation_episodes: Count = 16
     """held-out episodes (unseen layouts) played by each trained policy"""
 
     trainers: ClassVar = {"ppo": PPOConfig}
@@ -60,10 +62,6 @@ class ControlWorld(World):
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.success_threshold <= 1.0:
-            raise ConfigError("success_threshold", "must lie in (0, 1]")
-        if self.evaluation_episodes < 1:
-            raise ConfigError("evaluation_episodes", "must be at least 1")
         try:  # make the environment once now: a bad id fails at load, not inside a worker
             make_env(self.env_id).close()
         except ConfigError as error:
