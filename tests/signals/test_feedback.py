@@ -124,4 +124,6 @@ def test_openai_annotator_speaks_the_chat_completions_protocol() -> None:
     finally:
         server.shutdown()
     with pytest.raises(AnnotationError, match=r"annotator http://127\.0\.0\.1:9/v1"):
-        OpenAIAnnotator("http://127.0.0.1:9/v1", "judge", "task", timeout=2).label(["x"])
+        OpenAIAnnotator("http://127.0.0.1:9/v1", "judge", "task", timeout=2, backoff=0.01).label(
+            ["x"]
+        )

@@ -10,14 +10,15 @@ the model's current estimate (0 for the lookup): annotation never blocks trainin
 
 from __future__ import annotations
 
-import json
+import concurrent.futures
 import os
-import urllib.error
-import urllib.request
+import queue
+import threading
+import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -25,10 +26,12 @@ from torch import nn
 
 from densereward.core.components import Needs, Signal, SignalContext
 from densereward.core.errors import ConfigError, DenseRewardError
+from densereward.core.parameters import Count, Positive, Real
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.models.networks import make_encoder
 from densereward.signals.functions import load_function
+from densereward.signals.http import DEFAULT_MAX_BYTES, HTTPReplyError, JSONClient, ask_chat
 
 
 class Annotator(Protocol):
@@ -48,7 +51,7 @@ class RuleAnnotator:
 
 
 class AnnotationError(DenseRewardError):
-    pass
+    """An annotation that could not be made: the server failed, or its answer is not yes/no."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ class OpenAIAnnotator:
 
     The answer's first word is read: "yes" -> 1, "no" -> 0; anything else is an error naming the
     caption. The key comes from the environment variable ``api_key_env`` (optional for local
-    servers).
+    servers). Each caption is one call of :class:`~densereward.signals.http.JSONClient`: it
+    returns or fails within ``deadline`` seconds, retries included, so an annotation in the
+    background always ends; every failure is an :class:`AnnotationError` of one line.
     """
 
     base_url: str
@@ -65,37 +70,44 @@ class OpenAIAnnotator:
     task: str
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 30.0
+    """seconds one attempt may take in all (connect, send, and every chunk of the reply)"""
+    deadline: float = 120.0
+    """seconds one caption may take in all, every attempt and wait between attempts included"""
+    max_bytes: int = DEFAULT_MAX_BYTES
+    """largest reply read; a longer one is an error"""
+    attempts: int = 4
+    """most requests per caption: 429, 5xx, dropped connections and timeouts are retried"""
+    backoff: float = 0.5
+    """seconds before the first retry, doubled for each later one"""
+    _client: JSONClient = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            client = JSONClient(
+                timeout=self.timeout,
+                deadline=self.deadline,
+                max_bytes=self.max_bytes,
+                attempts=self.attempts,
+                backoff=self.backoff,
+            )
+        except ValueError as error:
+            raise ConfigError("signals.ai_feedback", str(error)) from None
+        object.__setattr__(self, "_client", client)
 
     def _ask(self, caption: str) -> int:
         prompt = (
             f"Task: {self.task}\nObservation: {caption}\n"
             "Does this observation show progress towards the task? Answer yes or no."
         )
-        body = json.dumps(
-            {
-                "model": self.model,
-                "temperature": 0,
-                "messages": [{"role": "user", "content": prompt}],
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(self.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        request = urllib.request.Request(
-            f"{self.base_url.rstrip('/')}/chat/completions", body, headers
-        )
+        payload = {
+            "model": self.model,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": prompt}],
+        }
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.load(response)
-            text = reply["choices"][0]["message"]["content"]
-        except (
-            urllib.error.URLError,
-            TimeoutError,
-            KeyError,
-            IndexError,
-            json.JSONDecodeError,
-        ) as error:
-            raise AnnotationError(f"annotator {self.base_url}: {error}") from None
+            text = ask_chat(self._client, self.base_url, payload, os.environ.get(self.api_key_env))
+        except HTTPReplyError as error:
+            raise AnnotationError(f"annotator {error}") from error
         words = text.strip().lower().split()
         first = words[0].strip(".,!:") if words else ""
         if first not in ("yes", "no"):
@@ -106,6 +118,78 @@ class OpenAIAnnotator:
 
     def label(self, captions: Sequence[str]) -> list[int]:
         return [self._ask(c) for c in captions]
+
+
+_T = TypeVar("_T")
+_GRACE_S = 1.0  # what close() waits beyond a batch's deadline, for thread scheduling
+_Job = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+class BackgroundWorkers:
+    """Runs calls on at most ``workers`` daemon threads, each call completing a ``Future``.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so one
+    request that never ends keeps a finished run alive forever. Daemon threads are abandoned at
+    exit instead, and a request in flight ends with the process. Threads start on demand, one per
+    call until there are ``workers``, and end after :meth:`stop` or once this object is garbage
+    collected (the threads hold only the queue, never the object).
+    """
+
+    def __init__(self, workers: int, name: str = "densereward-worker") -> None:
+        if workers < 1:
+            raise ValueError(f"BackgroundWorkers needs at least one worker, got {workers}")
+        self._size = workers
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._stop = weakref.finalize(self, _end_threads, self._jobs, self._threads)
+
+    def submit(self, function: Callable[..., _T], *args: Any) -> Future[_T]:
+        """``function(*args)`` run on a worker; its result or exception lands in the future."""
+        future: Future[_T] = Future()
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("BackgroundWorkers.submit after stop()")
+            self._jobs.put((future, function, args))
+            if len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=_work,
+                    args=(self._jobs,),
+                    name=f"{self._name}-{len(self._threads)}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def stop(self) -> None:
+        """Let each thread end once the queue before it is done (cancel futures to skip them)."""
+        with self._lock:
+            self._stopped = True
+        self._stop()
+
+
+def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
+    while (job := jobs.get()) is not None:
+        future, function, args = job
+        del job
+        if future.set_running_or_notify_cancel():
+            try:
+                result = function(*args)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+                del result
+        # Hold nothing between jobs: the annotator and its futures belong to their owner.
+        del future, function, args
+
+
+def _end_threads(jobs: queue.SimpleQueue[_Job | None], threads: list[threading.Thread]) -> None:
+    for _ in threads:
+        jobs.put(None)
 
 
 class _Scorer(nn.Module):
@@ -128,25 +212,51 @@ class AIFeedback(Signal):
     """Intrinsic reward distilled from asynchronous annotations of observation captions.
 
     Observations are captioned by ``caption`` (an import path ``"module:function"``), or, when
-    it is not set, by the captioner the world offers.
+    it is not set, by the captioner the world offers. Annotations run on daemon threads; call
+    :meth:`Annotations.close` on the bound signal when training ends, to raise an error that an
+    annotation met after the last update.
     """
 
     caption: str | None = None
+    """import path ``"module:function"`` of the captioner; ``None``: the world's own"""
     annotator: Literal["rules", "openai"] = "rules"
+    """who labels captions: keyword rules, or an OpenAI-compatible chat server"""
     keywords: list[str] = field(default_factory=lambda: ["carry a key", "open door"])
+    """the rules annotator labels 1 a caption that contains any of these"""
     task: str = "pick up the key, open the door and reach the goal"
+    """the task the chat server is told, to judge progress towards"""
     base_url: str = "http://127.0.0.1:8000/v1"
+    """the chat server's base URL (``/chat/completions`` is appended)"""
     model_name: str = "default"
+    """the model the chat server is asked for"""
     reward_model: Literal["hashing", "classification", "ranking"] = "hashing"
-    scale: float = 0.05
+    """how labels become a reward: lookup by caption, a classifier, or a Bradley-Terry model"""
+    scale: Real = 0.05
+    """the intrinsic reward of a labelled-positive state before decay"""
     decay: bool = True
-    train_steps: int = 20
-    examples_per_caption: int = 64
-    workers: int = 4
+    """divide the reward by the square root of the caption's visit count"""
+    train_steps: Count = 20
+    """gradient steps of a learned reward model per update"""
+    examples_per_caption: Count = 64
+    """distinct observations kept per caption to train a learned reward model"""
+    workers: Count = 4
+    """annotation batches in flight at once"""
+    timeout: Positive = 30.0
+    """seconds one request to the chat server may take in all, reply included"""
+    deadline: Positive = 120.0
+    """seconds one caption's annotation may take in all, retries included"""
+    attempts: Count = 4
+    """most requests per caption (429, 5xx, dropped connections and timeouts are retried)"""
 
     def __post_init__(self) -> None:
         if self.caption is not None:
             load_function(self.caption)  # a bad path fails when the recipe loads
+        for name in ("timeout", "deadline"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"signals.ai_feedback.{name}", "must be positive")
+        for name in ("attempts", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"signals.ai_feedback.{name}", "must be at least 1")
 
     def needs(self) -> Needs:
         return Needs(captions=self.caption is None)
@@ -164,21 +274,34 @@ class AIFeedback(Signal):
         annotator: Annotator = (
             RuleAnnotator(tuple(self.keywords))
             if self.annotator == "rules"
-            else OpenAIAnnotator(self.base_url, self.model_name, self.task)
+            else OpenAIAnnotator(
+                self.base_url,
+                self.model_name,
+                self.task,
+                timeout=self.timeout,
+                deadline=self.deadline,
+                attempts=self.attempts,
+            )
         )
         torch.manual_seed(context.seed)
-        return Annotations(self, describe, annotator, ThreadPoolExecutor(max_workers=self.workers))
+        workers = BackgroundWorkers(self.workers, name="densereward-annotator")
+        return Annotations(self, describe, annotator, workers)
 
 
 @dataclass
 class Annotations:
     """``AIFeedback`` bound: captions sent, labels received, visit counts, examples per caption
-    and the reward model distilled from them."""
+    and the reward model distilled from them.
+
+    Each call sends the captions never asked before to ``annotator`` as one batch on ``workers``
+    and stores the labels of the batches that have come back since the last call; an error a
+    batch met is raised by the next call, or by :meth:`close` once training is over.
+    """
 
     spec: AIFeedback
     describe: Callable[[np.ndarray], list[str]]
     annotator: Annotator
-    executor: ThreadPoolExecutor
+    workers: BackgroundWorkers
     state: dict[str, Any] = field(
         default_factory=lambda: {
             "labels": {},
@@ -187,10 +310,13 @@ class Annotations:
             "examples": {},
             "model": None,
             "asked": set(),
+            "closed": False,
         }
     )
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
+        if self.state["closed"]:
+            raise AnnotationError("signals.ai_feedback: the signal was called after close()")
         obs = batch.step("obs").numpy()
         flat = obs.reshape(obs.shape[0], -1)
         _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
@@ -208,7 +334,7 @@ class Annotations:
         ]
         if fresh:
             self.state["asked"].update(fresh)
-            self.state["pending"].append((fresh, self.executor.submit(self.annotator.label, fresh)))
+            self.state["pending"].append((fresh, self.workers.submit(self.annotator.label, fresh)))
         for caption, observation in zip(captions, obs[first], strict=True):
             kept = examples.setdefault(caption, [])
             if len(kept) < self.spec.examples_per_caption:
@@ -225,20 +351,56 @@ class Annotations:
         )
 
     def wait(self) -> None:
-        """Block until every annotation sent so far has come back (for tests and evaluation)."""
-        for _, future in self.state["pending"]:
-            future.result()
+        """Block until every annotation sent so far has come back (for tests and evaluation);
+        raise the first error one met."""
+        concurrent.futures.wait([future for _, future in self.state["pending"]])
         self._collect()
 
+    def close(self) -> None:
+        """End annotation: wait for the batches in flight, raise the first error any batch met
+        since the last call, and stop the workers.
+
+        Call it once training is over. An annotation that fails after the last update has no
+        later update to raise its error, which would be lost without this. Batches still queued
+        (never sent) are cancelled: their labels could no longer be used. A batch in flight is
+        waited for at most ``spec.deadline`` seconds per caption (the annotator's own bound),
+        plus a second of grace; one still running then is an ``AnnotationError`` too. The
+        worker threads end; calling the signal afterwards is an error, closing again does
+        nothing.
+        """
+        if self.state["closed"]:
+            return
+        self.state["closed"] = True
+        running = [(c, f) for c, f in self.state["pending"] if not f.cancel()]
+        bound = self.spec.deadline * max((len(c) for c, _ in running), default=0) + _GRACE_S
+        concurrent.futures.wait([f for _, f in running], timeout=bound)
+        self.workers.stop()
+        self._collect()
+        if self.state["pending"]:
+            captions = len(self.state["pending"][0][0])
+            raise AnnotationError(
+                f"signals.ai_feedback: a batch of {captions} captions is still being annotated "
+                f"{bound:g} s after close(), past its deadline of {self.spec.deadline:g} s "
+                "per caption"
+            )
+
     def _collect(self) -> None:
-        still: list[tuple[list[str], Future]] = []
+        """Store the labels of the batches that have come back; raise the first error of one."""
+        still: list[tuple[list[str], Future[list[int]]]] = []
+        errors: list[BaseException] = []
         for captions, future in self.state["pending"]:
-            if future.done():
+            if not future.done():
+                still.append((captions, future))
+            elif not future.cancelled():
+                if (error := future.exception()) is not None:
+                    errors.append(error)
+                    continue
                 for caption, label in zip(captions, future.result(), strict=True):
                     self.state["labels"][caption] = label
-            else:
-                still.append((captions, future))
+        # Done batches leave `pending` before an error is raised, so each error is raised once.
         self.state["pending"] = still
+        if errors:
+            raise errors[0]
 
     def _scores(self, captions: list[str], observations: np.ndarray) -> np.ndarray:
         labels = self.state["labels"]
