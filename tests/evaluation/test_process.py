@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from densereward.core.errors import ValidationError
+from densereward.core.trajectories import Trajectories
 from densereward.evaluation.process import (
     best_of_n_accuracy,
+    best_of_n_scores,
     first_error_f1,
     one_vs_many,
     processbench_f1,
@@ -66,6 +68,68 @@ def test_bad_predictions_are_named_by_line(tmp_path):
         read_predictions(path)
     with pytest.raises(ValidationError, match="no prediction for id 'gsm8k-0'"):
         processbench_f1(read_processbench(DATA / "gsm8k.json"), {"a": 1})
+
+
+def test_processbench_items_keep_their_other_fields_and_extra_predictions_are_ignored(tmp_path):
+    path = tmp_path / "subset.jsonl"
+    items = [
+        {"id": "a", "steps": ["s0", "s1"], "label": 1, "generator": "m"},
+        {"id": "b", "steps": ["s0"], "label": -1},
+    ]
+    path.write_text("".join(json.dumps(i) + "\n" for i in items))
+    assert read_processbench(path) == items
+    # "c" belongs to another subset: one predictions file serves them all
+    score = processbench_f1(items, {"a": 1, "b": 0, "c": 4})
+    assert (score.acc_err, score.acc_corr, score.n_err, score.n_corr) == (1.0, 0.0, 1, 1)
+    with pytest.raises(ValidationError, match="2 for id 'a' is past the last of its 2 steps"):
+        processbench_f1(items, {"a": 2, "b": -1})
+    with pytest.raises(ValidationError, match=r"subset.jsonl: field 'label': no erroneous items"):
+        processbench_f1(items[1:], {"b": -1}, data_source=str(path))
+
+
+def test_rewardmath_aggregates_step_scores_and_takes_numbers_as_one_step(tmp_path):
+    path = tmp_path / "prm.jsonl"
+    # problem 1: min(0.9, 0.8) = 0.8 beats 0.5 and 0.7; problem 2: 0.4 loses to 0.6 (rank 2)
+    path.write_text(
+        json.dumps({"score": [[0.9, 0.8], 0.5, [0.7]]})
+        + "\n"
+        + json.dumps({"score": [[0.4, 0.9], [0.6, 0.6], 0.1]})
+        + "\n"
+    )
+    score = rewardmath_scores(path, "min")
+    assert (score.accuracy, score.mrr, score.n) == (0.5, 0.75, 2)
+    with pytest.raises(ValidationError, match="'chosen_index': 3 is not one of the 3 solutions"):
+        rewardmath_scores(path, "min", chosen_index=3)
+
+
+def test_rewardbench_needs_one_chosen_and_one_rejected_per_problem(tmp_path):
+    def entry(problem, kind, *scores):
+        return {"problem_id": problem, "solution_type": kind, "output": {"step_scores": scores}}
+
+    path = tmp_path / "pairs.json"
+    entries = [entry(0, "rejected", 0.2), entry("0", "chosen", 0.5, 0.9), entry(1, "chosen", 0.3)]
+    path.write_text(json.dumps(entries[:2]))
+    assert rewardbench_pairs(path, "min") == (1.0, 1)
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ValidationError, match=r"'\[2\].solution_type': problem_id '1' has a"):
+        rewardbench_pairs(path)
+
+
+def test_best_of_n_scores_checks_its_columns():
+    batch = Trajectories.from_episodes(
+        {"prm": [[0.9, 0.2], [0.5], [0.8], [0.1, 0.3]]},
+        {"outcome": [0.0, 1.0, 1.0, 0.0], "group": [0, 0, 1, 1]},
+    )
+    # group 0 picks response 1 (min 0.5 > 0.2), group 1 response 2
+    assert best_of_n_scores(batch, "prm", "outcome", "min") == (1.0, 0.5)
+    # by max, group 0 picks response 0 (0.9 > 0.5), which is wrong
+    assert best_of_n_scores(batch, "prm", "outcome", "max") == (0.5, 0.5)
+    graded = batch.with_episodes(outcome=torch.tensor([0.0, 0.5, 1.0, 0.0]))
+    with pytest.raises(ValidationError, match="trajectory 1: field 'outcome': must be 0 or 1"):
+        best_of_n_scores(graded)
+    negative = batch.with_steps(prm=torch.tensor([-0.9, 0.2, 0.5, 0.8, 0.1, 0.3]))
+    with pytest.raises(ValidationError, match="the product of the step scores is NaN"):
+        best_of_n_scores(negative, aggregate="product")
 
 
 @pytest.mark.parametrize(

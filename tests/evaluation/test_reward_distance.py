@@ -153,5 +153,5 @@ def test_compare_cli(tmp_path) -> None:
     assert demo.returncode == 0 and "STARC" in demo.stdout and "EPIC" in demo.stdout
     missing = run("compare", EXAMPLE)
     assert missing.returncode == 2 and "give a trajectories file and --rewards" in missing.stderr
-    no_features = run("compare", EXAMPLE, "--rewards", "prm,prm")
-    assert no_features.returncode == 2 and "steps.obs" in no_features.stderr
+    twice = run("compare", EXAMPLE, "--rewards", "prm,prm")
+    assert twice.returncode == 2 and "field 'steps.prm': named twice" in twice.stderr

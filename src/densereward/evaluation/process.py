@@ -10,22 +10,46 @@
 - **Best-of-N**: the accuracy of the highest-scored response per group.
 
 Step-level scores become solution scores by ``aggregate_segments`` (min, product, last, mean).
+
+Each file is checked once, on reading, against the pydantic model of its format
+(:class:`ProcessBenchItem`, :class:`Prediction`, :class:`RewardMathEntry`,
+:class:`RewardBenchEntry`; see :mod:`densereward.evaluation.records`): strict types, finite
+scores, unique ids, one chosen and one rejected solution per RewardBench problem. The first
+problem raises a one-line ``ValidationError`` naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import (
+    BeforeValidator,
+    Field,
+    FiniteFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from densereward.core.errors import ValidationError
 from densereward.core.segments import Groups, Segments, aggregate_segments
-from densereward.io.jsonl import iter_json_lines
+from densereward.core.trajectories import Trajectories
+from densereward.evaluation.records import (
+    Identifier,
+    RecordsFile,
+    StrictRecord,
+    check_unique,
+    read_records,
+    show,
+)
 
 
 @dataclass(frozen=True)
@@ -58,84 +82,154 @@ def first_error_f1(labels: Sequence[int], predictions: Sequence[int]) -> FirstEr
     return FirstErrorScore(acc_err, acc_corr, f1, n_err, n_corr)
 
 
-def _load_json_or_lines(path: Path) -> list[dict[str, Any]]:
-    """A JSON list of objects (ProcessBench, RewardMATH releases), or JSON lines read by the
-    project's line reader (errors name the line)."""
-    try:
-        head = path.read_text(encoding="utf-8").lstrip()[:1]
-    except UnicodeDecodeError:
-        raise ValidationError(
-            "file", "is not UTF-8 text (binary file?)", source=str(path)
-        ) from None
-    if head != "[":
-        return [record for _, record in iter_json_lines(path)]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValidationError(
-            "file", f"malformed JSON ({error.msg} at line {error.lineno})", source=str(path)
-        ) from None
-    return data
+# --------------------------------------------------------------------------- records
+# The models of each file format. Validation is strict (see ``StrictRecord``); each check that
+# spans records (an id given twice, a problem with 9 solutions after one with 10) keeps what it
+# has seen in the validation context that ``RecordsFile.validate`` shares across the file.
+
+
+class ProcessBenchItem(StrictRecord):
+    """A ProcessBench item: a solution's steps and ``label``, its earliest wrong step (-1: none)."""
+
+    id: Identifier
+    """Unique within the file."""
+    steps: list[StrictStr] = Field(min_length=1)
+    label: StrictInt = Field(ge=-1)
+    """-1, or the index of a step."""
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_unique(cls, value: str, info: ValidationInfo) -> str:
+        check_unique(value, info)
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _label_names_a_step(cls, value: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")
+        if steps is not None and value >= len(steps):
+            raise ValueError(f"{value} is past the last of {len(steps)} steps")
+        return value
+
+
+class Prediction(StrictRecord):
+    """A ProcessBench prediction: ``{"id": ..., "prediction": earliest wrong step or -1}``."""
+
+    id: Identifier
+    """Unique within the file."""
+    prediction: StrictInt = Field(ge=-1)
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_unique(cls, value: str, info: ValidationInfo) -> str:
+        check_unique(value, info)
+        return value
+
+
+def _as_steps(value: Any) -> Any:
+    """A solution's score: a number is the score of a one-step solution."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"should be a finite number, got {show(value)}")
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError(f"should be a number or a non-empty list of numbers, got {show(value)}")
+    return value
+
+
+StepScores = Annotated[list[FiniteFloat], BeforeValidator(_as_steps), Field(min_length=1)]
+"""A solution's step scores (a non-empty list of finite numbers), or one number."""
+
+
+class RewardMathEntry(StrictRecord):
+    """A RewardMATH problem: one score per solution, the correct one first (by default)."""
+
+    solution_reference: list[StrictStr] | None = None
+    """Who wrote each solution; when given, one per score."""
+    score: list[StepScores] = Field(min_length=2)
+    """Per solution, its score or its step scores; every problem has as many solutions."""
+
+    @field_validator("score")
+    @classmethod
+    def _one_score_per_solution(cls, value: list[list[float]], info: ValidationInfo) -> Any:
+        names = info.data.get("solution_reference")
+        if names is not None and len(names) != len(value):
+            raise ValueError(f"has {len(value)} solutions, solution_reference names {len(names)}")
+        if info.context is not None:
+            width, where = info.context.setdefault("width", (len(value), info.context["where"]))
+            if len(value) != width:
+                raise ValueError(f"has {len(value)} solutions, {where} has {width}")
+        return value
+
+
+class RewardBenchOutput(StrictRecord):
+    step_scores: StepScores
+
+
+class RewardBenchEntry(StrictRecord):
+    """One solution of a RewardBench pair: ``{"problem_id", "solution_type", "output"}``."""
+
+    problem_id: Identifier
+    solution_type: Literal["chosen", "rejected"]
+    """One of each per ``problem_id``."""
+    output: RewardBenchOutput
+
+    @field_validator("solution_type")
+    @classmethod
+    def _one_of_each(cls, value: str, info: ValidationInfo) -> str:
+        problem = info.data.get("problem_id")
+        if problem is not None:
+            check_unique((problem, value), info, f"{value!r} for problem_id {problem!r}")
+        return value
 
 
 def read_processbench(path: str | Path) -> list[dict[str, Any]]:
-    """ProcessBench items (JSON list or JSON lines), each checked for ``id``, ``steps``, ``label``."""
-    path = Path(path)
-    items = _load_json_or_lines(path)
-    for number, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise ValidationError("item", "must be an object", line=number, source=str(path))
-        for key in ("id", "steps", "label"):
-            if key not in item:
-                raise ValidationError(key, "is missing", line=number, source=str(path))
-        if not isinstance(item["label"], int) or item["label"] < -1:
-            raise ValidationError("label", "must be an integer ≥ -1", line=number, source=str(path))
-        if item["label"] >= len(item["steps"]):
-            raise ValidationError(
-                "label",
-                f"{item['label']} is past the last of {len(item['steps'])} steps",
-                line=number,
-                source=str(path),
-            )
-    return items
+    """ProcessBench items (a JSON array or JSON lines) checked against :class:`ProcessBenchItem`;
+    returned as read, fields the model does not name included."""
+    records = read_records(path)
+    records.validate(ProcessBenchItem)
+    return [record.value for record in records.records]
 
 
 def read_predictions(path: str | Path) -> dict[str, int]:
-    """Predictions file: JSON lines (or a JSON list) of ``{"id": ..., "prediction": int}``."""
-    path = Path(path)
-    out: dict[str, int] = {}
-    for number, item in enumerate(_load_json_or_lines(path), start=1):
-        if not isinstance(item, dict) or "id" not in item or "prediction" not in item:
-            raise ValidationError(
-                "prediction",
-                "each entry needs 'id' and 'prediction'",
-                line=number,
-                source=str(path),
-            )
-        value = item["prediction"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-            raise ValidationError(
-                "prediction",
-                f"must be an integer ≥ -1, got {value!r}",
-                line=number,
-                source=str(path),
-            )
-        out[str(item["id"])] = value
-    return out
+    """Predictions file: JSON lines (or a JSON array) of :class:`Prediction`, by id (as text)."""
+    return {p.id: p.prediction for p in read_records(path).validate(Prediction)}
 
 
 def processbench_f1(
-    items: Sequence[dict[str, Any]], predictions: dict[str, int], source: str = "predictions"
+    items: Sequence[dict[str, Any]],
+    predictions: dict[str, int],
+    source: str = "predictions",
+    data_source: str | None = None,
 ) -> FirstErrorScore:
-    """Score ``predictions`` (by id) on ProcessBench ``items``; every item needs a prediction."""
+    """Score ``predictions`` (by id) on ProcessBench ``items`` (from :func:`read_processbench`).
+
+    Every item needs a prediction, one that names one of its steps (or -1); predictions for ids
+    not among ``items`` are ignored, so one file can hold the predictions of every subset. The
+    subset needs erroneous and correct items both: F1 is undefined without either.
+    """
     labels, guesses = [], []
     for item in items:
         key = str(item["id"])
         if key not in predictions:
-            raise ValidationError("prediction", f"no prediction for id {key!r}", source=source)
+            of = f" of {data_source}" if data_source is not None else ""
+            raise ValidationError("prediction", f"no prediction for id {key!r}{of}", source=source)
+        guess, steps = predictions[key], len(item["steps"])
+        if guess >= steps:
+            raise ValidationError(
+                "prediction",
+                f"{guess} for id {key!r} is past the last of its {steps} steps",
+                source=source,
+            )
         labels.append(int(item["label"]))
-        guesses.append(predictions[key])
-    return first_error_f1(labels, guesses)
+        guesses.append(guess)
+    score = first_error_f1(labels, guesses)
+    if score.n_err == 0 or score.n_corr == 0:
+        missing = "erroneous items (label ≥ 0)" if score.n_err == 0 else "correct items (label -1)"
+        raise ValidationError(
+            "label", f"no {missing}: F1 needs both", source=data_source or "items"
+        )
+    return score
 
 
 # --------------------------------------------------------------------------- one-vs-many
@@ -164,26 +258,26 @@ def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
 
 
 def _solution_scores(
-    scores: Sequence[Any], aggregate: str, source: str, field: str = "score"
+    records: RecordsFile, steps: Sequence[list[float]], owners: Sequence[int], aggregate: str
 ) -> torch.Tensor:
-    """Scalars pass through; lists of step scores are aggregated (vectorized over all of them)."""
-    if all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores):
-        return torch.tensor(scores, dtype=torch.float64)
-    lengths, flat = [], []
-    for index, s in enumerate(scores):
-        steps = s if isinstance(s, list) else [s]
-        if not steps or not all(isinstance(v, int | float) for v in steps):
-            raise ValidationError(
-                field,
-                "must be a number or a non-empty list of numbers",
-                trajectory=index,
-                source=source,
-            )
-        lengths.append(len(steps))
-        flat.extend(steps)
-    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.long)
-    values = torch.tensor(flat, dtype=torch.float64)
-    return aggregate_segments(values, Segments(offsets), aggregate)
+    """One score per solution from its step scores (``aggregate``, vectorized over all of them);
+    ``owners[i]``: the record of solution ``i``, named if its score comes out non-finite (the
+    log in ``product`` of a negative score, a ``sum`` that overflows)."""
+    lengths = np.fromiter(map(len, steps), dtype=np.int64, count=len(steps))
+    values = torch.tensor(list(itertools.chain.from_iterable(steps)), dtype=torch.float64)
+    if bool((lengths == 1).all()):
+        return values  # a one-step score is the solution's score under every aggregation
+    offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))
+    solution = aggregate_segments(values, Segments(offsets), aggregate)
+    bad = ~torch.isfinite(solution)
+    if bool(bad.any()):
+        first = int(torch.nonzero(bad)[0, 0])
+        raise records.error(
+            records.records[owners[first]],
+            f"the {aggregate} of a solution's step scores is {show(float(solution[first]))}"
+            + (" (product needs scores in [0, 1])" if aggregate == "product" else ""),
+        )
+    return solution
 
 
 def rewardmath_scores(
@@ -191,31 +285,20 @@ def rewardmath_scores(
 ) -> RankingScore:
     """RewardMATH Acc/MRR from a released per-solution score file.
 
-    Each entry is ``{"problem", "solution_reference", "score": [...]}`` with the correct solution
-    at ``chosen_index`` (the release puts the human/GPT-4 solution first); a PRM's entries hold
-    lists of step scores, aggregated by ``aggregate``.
+    Each entry is a :class:`RewardMathEntry`, ``{"problem", "solution_reference", "score": [...]}``
+    with the correct solution at ``chosen_index`` (the release puts the human/GPT-4 solution
+    first); a PRM's entries hold lists of step scores, aggregated by ``aggregate``.
     """
-    path = Path(path)
-    entries = _load_json_or_lines(path)
-    width = None
-    rows = []
-    for number, entry in enumerate(entries, start=1):
-        scores = entry.get("score") if isinstance(entry, dict) else None
-        if not isinstance(scores, list) or len(scores) < 2:
-            raise ValidationError(
-                "score", "must list at least two solutions' scores", line=number, source=str(path)
-            )
-        if width is not None and len(scores) != width:
-            raise ValidationError(
-                "score",
-                f"has {len(scores)} solutions, expected {width}",
-                line=number,
-                source=str(path),
-            )
-        width = len(scores)
-        rows.extend(scores)
-    assert width is not None
-    flat = _solution_scores(rows, aggregate, str(path)).view(-1, width)
+    records = read_records(path)
+    entries = records.validate(RewardMathEntry)
+    width = len(entries[0].score)
+    if not 0 <= chosen_index < width:
+        raise ValidationError(
+            "chosen_index", f"{chosen_index} is not one of the {width} solutions", source=str(path)
+        )
+    steps = [solution for entry in entries for solution in entry.score]
+    owners = np.repeat(np.arange(len(entries)), width).tolist()
+    flat = _solution_scores(records, steps, owners, aggregate).view(-1, width)
     chosen = flat[:, chosen_index]
     rejected = torch.cat([flat[:, :chosen_index], flat[:, chosen_index + 1 :]], dim=1)
     return one_vs_many(chosen, rejected)
@@ -224,43 +307,29 @@ def rewardmath_scores(
 def rewardbench_pairs(path: str | Path, aggregate: str = "product") -> tuple[float, int]:
     """RewardBench pairwise accuracy from per-step scores of chosen/rejected solutions.
 
-    Entries: ``{"problem_id", "solution_type": "chosen"|"rejected", "output": {"step_scores"}}``.
-    Returns (accuracy, number of pairs).
+    Entries are :class:`RewardBenchEntry`, ``{"problem_id", "solution_type": "chosen"|"rejected",
+    "output": {"step_scores"}}``, one chosen and one rejected per problem. Returns (accuracy,
+    number of pairs).
     """
-    path = Path(path)
-    entries = _load_json_or_lines(path)
-    keys, kinds, scores = [], [], []
-    for number, entry in enumerate(entries, start=1):
-        try:
-            keys.append(entry["problem_id"])
-            kinds.append(entry["solution_type"])
-            scores.append(entry["output"]["step_scores"])
-        except (KeyError, TypeError):
-            raise ValidationError(
-                "entry",
-                "needs problem_id, solution_type, output.step_scores",
-                line=number,
-                source=str(path),
-            ) from None
-        if kinds[-1] not in ("chosen", "rejected"):
-            raise ValidationError(
-                "solution_type",
-                f"must be chosen or rejected, got {kinds[-1]!r}",
-                line=number,
-                source=str(path),
+    records = read_records(path)
+    entries = records.validate(RewardBenchEntry)
+    pairs: dict[str, dict[str, int]] = {}
+    for index, entry in enumerate(entries):
+        pairs.setdefault(entry.problem_id, {})[entry.solution_type] = index
+    for indices in pairs.values():
+        if len(indices) == 1:
+            ((kind, index),) = indices.items()
+            other = "rejected" if kind == "chosen" else "chosen"
+            raise records.error(
+                records.records[index],
+                f"problem_id {entries[index].problem_id!r} has a {kind} solution but no {other}",
+                ("solution_type",),
             )
-    solution = _solution_scores(scores, aggregate, str(path), "output.step_scores")
-    pairs: dict[Any, dict[str, float]] = {}
-    for key, kind, value in zip(keys, kinds, solution.tolist(), strict=False):
-        pairs.setdefault(key, {})[kind] = value
-    complete = [p for p in pairs.values() if len(p) == 2]
-    if not complete:
-        raise ValidationError(
-            "entry", "no problem has both a chosen and a rejected solution", source=str(path)
-        )
-    chosen = torch.tensor([p["chosen"] for p in complete])
-    rejected = torch.tensor([p["rejected"] for p in complete])
-    return pairwise_accuracy(chosen, rejected), len(complete)
+    steps = [entry.output.step_scores for entry in entries]
+    solution = _solution_scores(records, steps, range(len(entries)), aggregate)
+    order = torch.tensor([[p["chosen"], p["rejected"]] for p in pairs.values()])
+    paired = solution[order]
+    return pairwise_accuracy(paired[:, 0], paired[:, 1]), len(pairs)
 
 
 def best_of_n_accuracy(scores: torch.Tensor, correct: torch.Tensor, group: torch.Tensor) -> float:
@@ -280,3 +349,47 @@ def best_of_n_accuracy(scores: torch.Tensor, correct: torch.Tensor, group: torch
         0, groups.index, torch.where(is_best, order, first[groups.index]), "amin"
     )
     return float(correct.double()[first.long()].mean())
+
+
+def best_of_n_scores(
+    batch: Trajectories, score: str = "prm", correct: str = "outcome", aggregate: str = "min"
+) -> tuple[float, float]:
+    """Best-of-N on a batch of responses: ``(accuracy of the pick, mean accuracy)``.
+
+    ``score`` is a step column (one number per step) aggregated per response by ``aggregate``;
+    ``correct`` a per-trajectory column of 0/1; responses compete within their ``group`` (all in
+    one group if the batch has none).
+    """
+    steps = batch.step(score)
+    if steps.ndim != 1:
+        raise ValidationError(
+            f"steps.{score}", f"must hold one number per step, got {list(steps.shape[1:])} each"
+        )
+    truth = batch.episode(correct)
+    if truth.ndim != 1:
+        raise ValidationError(
+            correct, f"must hold one 0/1 per trajectory, got {list(truth.shape[1:])}"
+        )
+    truth = truth.double()
+    wrong = (truth != 0) & (truth != 1)
+    if bool(wrong.any()):
+        first = int(torch.nonzero(wrong)[0, 0])
+        raise ValidationError(
+            correct, f"must be 0 or 1 (correct or not), got {float(truth[first])}", trajectory=first
+        )
+    solution = aggregate_segments(steps.double(), batch.segments, aggregate)
+    bad = ~torch.isfinite(solution)
+    if bool(bad.any()):
+        first = int(torch.nonzero(bad)[0, 0])
+        raise ValidationError(
+            f"steps.{score}",
+            f"the {aggregate} of the step scores is {show(float(solution[first]))}"
+            + (" (product needs scores in [0, 1])" if aggregate == "product" else ""),
+            trajectory=first,
+        )
+    group = (
+        batch.episode("group")
+        if "group" in batch.episodes
+        else torch.zeros(len(batch), dtype=torch.long)
+    )
+    return best_of_n_accuracy(solution, truth, group), float(truth.mean())

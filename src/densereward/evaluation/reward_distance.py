@@ -209,19 +209,38 @@ def rollout_distance_matrix(
 ) -> np.ndarray:
     """Pairwise rollout-STARC distances between step reward columns of a ``Trajectories`` batch.
 
-    ``features`` is a step column of state features (flattened); ``s'`` of a trajectory's last
-    step comes from the per-trajectory column ``final_<features>`` unless it terminated.
+    ``names`` are distinct step columns of one number per step; ``features`` is a step column of
+    state features (flattened); ``s'`` of a trajectory's last step comes from the per-trajectory
+    column ``final_<features>`` (as many features) unless it terminated. Non-finite values were
+    refused when the batch was built.
     """
     import torch
 
     from densereward.core.errors import ValidationError
     from densereward.core.segments import next_in_segment
 
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValidationError(f"steps.{repeated[0]}", "named twice among the rewards to compare")
+    rewards = []
+    for name in names:
+        column = batch.step(name)
+        if column.ndim != 1:
+            raise ValidationError(
+                f"steps.{name}",
+                f"a reward must be one number per step, got {list(column.shape[1:])}",
+            )
+        rewards.append(column.to(torch.float64).numpy())
     phi = batch.step(features).reshape(batch.num_steps, -1).to(torch.float64)
     terminated = batch.terminated
     final_name = f"final_{features}"
     if final_name in batch.episodes:
         final = batch.episodes[final_name].reshape(len(batch), -1).to(torch.float64)
+        if final.shape[1] != phi.shape[1]:
+            raise ValidationError(
+                final_name,
+                f"has {final.shape[1]} features per trajectory, {features} has {phi.shape[1]}",
+            )
     elif bool(terminated.all()):
         final = torch.zeros(len(batch), phi.shape[1], dtype=torch.float64)
     else:
@@ -232,7 +251,6 @@ def rollout_distance_matrix(
     following = next_in_segment(phi, batch.segments, final)  # whole feature rows at once
     terminal = torch.zeros(batch.num_steps, dtype=torch.bool)
     terminal[batch.segments.last] = terminated  # one write per trajectory
-    rewards = [batch.step(name).to(torch.float64).numpy() for name in names]
     matrix = np.zeros((len(names), len(names)))
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
