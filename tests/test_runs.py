@@ -45,6 +45,8 @@ def test_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> None:
         "config.yaml",
         "evaluation.parquet",
         "metrics.parquet",
+        "pairs",
+        "recipe.yaml",
         "report.md",
         "success_rate.png",
         "true_return.png",
@@ -159,21 +161,40 @@ def test_every_shipped_recipe_loads() -> None:
         assert recipe.name
 
 
+UNREACHABLE = TINY.replace(
+    "signals: {bonus: {kind: count_bonus, scale: 0.01}}",
+    "signals: {bonus: {kind: ai_feedback, annotator: openai, base_url: 'http://127.0.0.1:9/v1'}}",
+).replace("seeds: [0, 1]", "seeds: [0]")
+
+
 def test_user_error_inside_a_ray_worker_is_one_line(tmp_path: Path) -> None:
     from tests.cli.test_cli import assert_user_error
 
     recipe = tmp_path / "unreachable.yaml"
-    recipe.write_text(
-        TINY.replace(
-            "signals: {bonus: {kind: count_bonus, scale: 0.01}}",
-            "signals: {bonus: {kind: ai_feedback, annotator: openai, base_url: 'http://127.0.0.1:9/v1'}}",
-        ).replace("seeds: [0, 1]", "seeds: [0]")
-    )
+    recipe.write_text(UNREACHABLE.replace("  sparse: {}\n", ""))
     out = tmp_path / "run"
     assert_user_error(
-        densereward("run", recipe, "--out", out), r"annotator http://127\.0\.0\.1:9/v1"
+        densereward("run", recipe, "--out", out),
+        r"annotator http://127\.0\.0\.1:9/v1/chat/completions: connection failed",
     )
-    assert not out.exists()
+    assert not out.exists()  # nothing had finished: nothing is left
+
+
+def test_a_failed_run_keeps_what_finished_for_resume(tmp_path: Path) -> None:
+    from tests.cli.test_cli import assert_user_error
+
+    recipe = tmp_path / "unreachable.yaml"
+    recipe.write_text(UNREACHABLE)
+    out = tmp_path / "run"
+    assert_user_error(
+        densereward("run", recipe, "--out", out, "--local"),
+        r"annotator http://127\.0\.0\.1:9/v1.*; 1 of 2 runs finished and are kept in .*--resume",
+    )
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == [
+        "sparse-seed0.json",
+        "sparse-seed0.parquet",
+    ]
+    assert not (out / "report.md").exists()
 
 
 TINY_REASONING = """
@@ -210,6 +231,8 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
         "evaluation.parquet",
         "length.png",
         "metrics.parquet",
+        "pairs",
+        "recipe.yaml",
         "report.md",
     ]
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from densereward.core.components import World
-from densereward.core.errors import DenseRewardError
+from densereward.core.errors import DenseRewardError, Interrupted
 from densereward.core.registry import KINDS, components
 from densereward.core.trajectories import Trajectories
 from densereward.io import Format, read_trajectories, write_trajectories
@@ -44,12 +44,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(function: F) -> F:
-    """Turn a ``DenseRewardError`` (or an unreadable path) into one line and exit code 2."""
+    """Turn a ``DenseRewardError`` (or an unreadable path) into one line and exit code 2, and
+    Ctrl-C into one line and 130."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except Interrupted as error:
+            errors.print(str(error), markup=False)
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted: nothing was written", markup=False)
+            raise typer.Exit(130) from None
         except DenseRewardError as error:
             errors.print(f"error: {error}", markup=False)
             raise typer.Exit(2) from None
@@ -96,9 +103,11 @@ def shape(
 ) -> None:
     """Apply a recipe's transforms and estimator to a file of trajectories."""
     input_kind, out_kind = _format(input_format, "--format"), _format(out_format, "--out-format")
-    if out.resolve() == input.resolve():
-        raise DenseRewardError(f"--out {out}: refusing to overwrite the input file")
-    pipeline = Pipeline.from_yaml(resolve_recipe(recipe))
+    if iteration < 0:
+        raise DenseRewardError(f"--iteration: must be >= 0, got {iteration}")
+    recipe_path = resolve_recipe(recipe)
+    _check_output(out, {"input file": input, "recipe": recipe_path})
+    pipeline = Pipeline.from_yaml(recipe_path)
     batch = read_trajectories(input, input_kind)
     result = pipeline(batch, iteration)
     write_trajectories(result.trajectories, out, out_kind)
@@ -114,6 +123,19 @@ def shape(
         )
     console.print(stages)
     console.print(f"wrote {len(batch)} trajectories with 'advantage' and 'return' to {out}")
+
+
+def _check_output(out: Path, inputs: dict[str, Path]) -> None:
+    """``--out`` must not be one of the command's own inputs (the same file by any path,
+    symbolic links and hard links included), nor an existing folder."""
+    if out.is_dir():
+        raise DenseRewardError(f"--out {out}: is a folder; name a file")
+    for what, path in inputs.items():
+        same = out.resolve() == path.resolve()
+        if not same and out.exists() and path.exists():
+            same = out.samefile(path)
+        if same:
+            raise DenseRewardError(f"--out {out}: is the {what}; refusing to overwrite it")
 
 
 def _format(value: str, option: str) -> Format:
@@ -156,6 +178,7 @@ def compare(
 
     On a file: rollout STARC between reward columns (value fitted by LSTD on --features).
     """
+    from densereward.evaluation.records import located
     from densereward.evaluation.reward_distance import (
         demo_rewards,
         epic_distance,
@@ -186,8 +209,9 @@ def compare(
     names = [name.strip() for name in rewards.split(",") if name.strip()]
     if len(names) < 2:
         raise DenseRewardError("--rewards: name at least two step columns")
-    batch = read_trajectories(input)
-    matrix = rollout_distance_matrix(batch, names, features, gamma, order)
+    with located(input):
+        batch = read_trajectories(input)
+        matrix = rollout_distance_matrix(batch, names, features, gamma, order)
     console.print(_matrix_table(f"rollout STARC (L{order}) on {input}", names, matrix))
 
 
@@ -216,16 +240,21 @@ def evaluate_processbench(
         Path, typer.Option(help='JSON lines of {"id": ..., "prediction": first wrong step or -1}.')
     ],
 ) -> None:
-    """First-error accuracy on erroneous and correct items, F1 per subset, and the mean F1."""
+    """First-error accuracy on erroneous and correct items, F1 per subset, and the mean F1.
+
+    Every item of every subset needs a prediction naming one of its steps (or -1); predictions
+    for ids in none of the subsets are ignored, so one file can serve all subsets.
+    """
     from densereward.evaluation.process import processbench_f1, read_predictions, read_processbench
 
     guesses = read_predictions(predictions)
+    scores = [
+        (path, processbench_f1(read_processbench(path), guesses, str(predictions), str(path)))
+        for path in data
+    ]
     table = Table(title=f"ProcessBench: {predictions}")
     for column in ("subset", "items", "acc_err", "acc_corr", "F1"):
         table.add_column(column, justify="right" if column != "subset" else "left")
-    scores = [
-        (path, processbench_f1(read_processbench(path), guesses, str(predictions))) for path in data
-    ]
     for path, score in scores:
         table.add_row(
             escape(path.stem),
@@ -280,26 +309,25 @@ def evaluate_best_of_n(
     input: Annotated[Path, typer.Argument(help="Trajectories file with groups of responses.")],
     score: Annotated[str, typer.Option(help="Step column scored by the reward model.")] = "prm",
     aggregate: Annotated[str, typer.Option(help=_AGGREGATE_HELP)] = "min",
-    correct: Annotated[str, typer.Option(help="Per-trajectory column, 1 if correct.")] = "outcome",
+    correct: Annotated[
+        str, typer.Option(help="Per-trajectory column: 1 if correct, 0 if not.")
+    ] = "outcome",
 ) -> None:
-    """Accuracy of the highest-scored response per group, against the group's mean accuracy."""
-    from densereward.core.segments import aggregate_segments
-    from densereward.evaluation.process import best_of_n_accuracy
+    """Accuracy of the highest-scored response per group, against the mean accuracy.
 
-    batch = read_trajectories(input)
-    solution = aggregate_segments(
-        batch.step(score).double(), batch.segments, _aggregation(aggregate)
-    )
-    truth = batch.episode(correct)
-    group = (
-        batch.episode("group")
-        if "group" in batch.episodes
-        else torch.zeros(len(batch), dtype=torch.long)
-    )
-    picked = best_of_n_accuracy(solution, truth, group)
+    Responses compete within their ``group`` column (all in one group if there is none);
+    --correct must be 0 or 1 on every response.
+    """
+    from densereward.evaluation.process import best_of_n_scores
+    from densereward.evaluation.records import located
+
+    how = _aggregation(aggregate)
+    with located(input):
+        batch = read_trajectories(input)
+        picked, mean = best_of_n_scores(batch, score, correct, how)
     console.print(
         f"best-of-N on {escape(str(input))}: {len(batch)} responses, accuracy {100 * picked:.1f} "
-        f"(mean response {100 * float(truth.double().mean()):.1f})"
+        f"(mean response {100 * mean:.1f})"
     )
 
 
@@ -364,8 +392,18 @@ def run(
         ),
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="Override the seeds, e.g. '0,1'.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the unfinished run in this folder (same recipe and overrides): its "
+            "finished runs are kept, the rest are run. Rerunning with the same --out does too."
+        ),
+    ] = None,
 ) -> None:
-    """Run a recipe end to end: every method x seed, then metrics, plots and report.md."""
+    """Run a recipe end to end: every method x seed, then metrics, plots and report.md.
+
+    Each finished (method, seed) is committed to the folder as it finishes; a run killed or
+    interrupted at any moment is continued by the same command."""
     import dataclasses
 
     run_recipe = RunRecipe.from_yaml(resolve_recipe(recipe))
@@ -389,7 +427,7 @@ def run(
         f"{len(run_recipe.seeds)} seeds = {jobs} runs of {run_recipe.budget:,} "
         f"{world.progress.label} on {escape(world.label())}"
     )
-    folder = execute(run_recipe, out, ray_address, local)
+    folder = execute(run_recipe, out, ray_address, local, resume=resume)
     console.print(Markdown((folder / "report.md").read_text(encoding="utf-8")))
     console.print(f"run folder: {folder}")
 

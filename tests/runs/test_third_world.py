@@ -39,6 +39,8 @@ def test_a_world_defined_outside_densereward_runs_end_to_end(tmp_path: Path) -> 
         "config.yaml",
         "evaluation.parquet",
         "metrics.parquet",
+        "pairs",
+        "recipe.yaml",
         "report.md",
         "reward.png",
     ]

@@ -13,14 +13,14 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from densereward.core.components import World
-from densereward.core.errors import DenseRewardError
+from densereward.core.errors import ConfigError, DenseRewardError, NonFiniteError
 from densereward.pipeline import Recipe
 from densereward.runs.recipe import RunRecipe
 
@@ -50,116 +50,194 @@ class MethodRun:
 
 
 Results = dict[tuple[str, int], MethodRun]
+Commit = Callable[[tuple[str, int], MethodRun], None]
+"""``commit(key, run)``: called with each (method, seed) as soon as it finishes."""
 
 
-def jobs(recipe: RunRecipe) -> list[Job]:
+def jobs(recipe: RunRecipe, done: Collection[tuple[str, int]] = ()) -> list[Job]:
+    """The units of work of ``recipe``, less the (method, seed) pairs in ``done``."""
     if recipe.world.shares_setup:
-        return [Job(recipe.world, recipe.trainer, s, dict(recipe.methods)) for s in recipe.seeds]
-    return [
-        Job(recipe.world, recipe.trainer, s, {m: recipe.methods[m]})
-        for m in recipe.methods
-        for s in recipe.seeds
-    ]
+        units = [
+            Job(
+                recipe.world,
+                recipe.trainer,
+                s,
+                {m: r for m, r in recipe.methods.items() if (m, s) not in done},
+            )
+            for s in recipe.seeds
+        ]
+    else:
+        units = [
+            Job(recipe.world, recipe.trainer, s, {m: recipe.methods[m]})
+            for m in recipe.methods
+            for s in recipe.seeds
+            if (m, s) not in done
+        ]
+    return [job for job in units if job.methods]
 
 
-def run_job(job: Job, report: Report | None = None) -> Results:
-    """Set the world up for the job's seed, then train and evaluate each of its methods."""
+def run_job(job: Job, report: Report | None = None, commit: Commit | None = None) -> Results:
+    """Set the world up for the job's seed, then train and evaluate each of its methods,
+    handing each to ``commit`` as it finishes.
+
+    Every method starts from the same global random state (its seed's), whichever methods ran
+    before it in this process: a method's numbers do not depend on the others in the job, which
+    is what lets a resumed run skip the finished ones and still end with the same numbers.
+    """
     setup = job.world.setup(job.seed)
     trainer = dataclasses.replace(job.trainer, seed=job.seed)
+    state = torch.random.get_rng_state()
     out: Results = {}
     for method, recipe in job.methods.items():
         start = time.perf_counter()
+        torch.random.set_rng_state(state)
 
         def progress(value: int, method: str = method) -> None:
             if report is not None:
                 report(method, job.seed, value)
 
-        trained = job.world.train(setup, trainer, recipe, progress)
+        try:
+            trained = job.world.train(setup, trainer, recipe, progress)
+        except NonFiniteError as error:
+            raise error.within(f"method {method}") from None
         buffer = io.BytesIO()
         torch.save(trained.policy.state_dict(), buffer)
         key = {"method": method, "seed": job.seed}
-        out[(method, job.seed)] = MethodRun(
+        run = MethodRun(
             [{**key, **row} for row in trained.metrics],
             buffer.getvalue(),
             time.perf_counter() - start,
             {**key, **trained.evaluation},
         )
+        out[(method, job.seed)] = run
+        if commit is not None:
+            commit((method, job.seed), run)
     return out
 
 
 def run_jobs(
-    recipe: RunRecipe, local: bool, ray_address: str | None, progress: bool = True
+    recipe: RunRecipe,
+    local: bool,
+    ray_address: str | None,
+    progress: bool = True,
+    done: Results | None = None,
+    commit: Commit | None = None,
 ) -> Results:
-    """Every unit of work of ``recipe``, with live progress bars; in this process when
-    ``local``, else on Ray (a private local instance unless ``ray_address`` names a cluster)."""
-    units = jobs(recipe)
+    """Every unit of work of ``recipe`` but the pairs ``done`` holds, with live progress bars;
+    in this process when ``local``, else on Ray (a private local instance unless
+    ``ray_address`` names a cluster). Each pair goes to ``commit`` as it finishes."""
+    done = dict(done or {})
+    units = jobs(recipe, done)
     keys = [(m, s) for m in recipe.methods for s in recipe.seeds]
+    results: Results = dict(done)
+
+    def finished(key: tuple[str, int], run: MethodRun) -> None:
+        results[key] = run
+        if commit is not None:
+            commit(key, run)
+        bars.finish(key)
+
     with _Progress(keys, recipe.budget, enabled=progress) as bars:
+        for key in done:
+            bars.finish(key)
         if local:
-            results: Results = {}
             for job in units:
-                finished = run_job(job, bars.update)
-                results.update(finished)
-                for key in finished:
-                    bars.finish(key)
-            return results
-        return _run_on_ray(units, bars, ray_address)
+                run_job(job, bars.update, finished)
+        elif units:
+            _run_on_ray(units, bars, ray_address, finished)
+    return results
 
 
-def _run_on_ray(units: list[Job], bars: _Progress, address: str | None) -> Results:
+def _run_on_ray(units: list[Job], bars: _Progress, address: str | None, finished: Commit) -> None:
     import ray
 
     if address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local, single-user instance
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        ignore_reinit_error=True,
-        num_cpus=None if address else os.cpu_count(),
-    )
-
-    @ray.remote
-    class Board:
-        def __init__(self) -> None:
-            self.progress: dict[tuple[str, int], int] = {}
-
-        def report(self, method: str, seed: int, value: int) -> None:
-            self.progress[(method, seed)] = value
-
-        def snapshot(self) -> dict[tuple[str, int], int]:
-            return self.progress
-
-    @ray.remote(num_cpus=1)
-    def remote_job(job: Job, board: Any) -> Results:
-        return run_job(job, lambda m, s, value: board.report.remote(m, s, value))
-
+    if address is None:
+        _watch_ray_session()
     try:
+        try:
+            ray.init(
+                # "local": a new private instance, never one a `ray start` left on this machine
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                ignore_reinit_error=True,
+                num_cpus=None if address else os.cpu_count(),
+            )
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise ConfigError("--ray-address", f"cannot start or reach Ray ({error})") from None
+
+        @ray.remote
+        class Board:
+            """Where remote jobs leave progress and finished pairs for the driver to commit."""
+
+            def __init__(self) -> None:
+                self.progress: dict[tuple[str, int], int] = {}
+                self.finished: list[tuple[tuple[str, int], MethodRun]] = []
+
+            def report(self, method: str, seed: int, value: int) -> None:
+                self.progress[(method, seed)] = value
+
+            def finish(self, key: tuple[str, int], run: MethodRun) -> None:
+                self.finished.append((key, run))
+
+            def take(self) -> tuple[dict[tuple[str, int], int], list[Any]]:
+                finished, self.finished = self.finished, []
+                return self.progress, finished
+
+        @ray.remote(num_cpus=1)
+        def remote_job(job: Job, board: Any) -> None:
+            run_job(
+                job,
+                lambda m, s, value: board.report.remote(m, s, value),
+                # waited on, so a pair is on the board before its job counts as done
+                lambda key, run: ray.get(board.finish.remote(key, run)),
+            )
+
         board = Board.remote()  # type: ignore[attr-defined]
-        pending = {remote_job.remote(job, board): job for job in units}
-        results: Results = {}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-            for (method, seed), value in ray.get(board.snapshot.remote()).items():
+
+        def drain() -> None:
+            progress, pairs = ray.get(board.take.remote())
+            for (method, seed), value in progress.items():
                 bars.update(method, seed, value)
+            for key, run in pairs:
+                finished(key, run)
+
+        pending = [remote_job.remote(job, board) for job in units]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            drain()
             for reference in done:
-                pending.pop(reference)
                 try:
-                    finished = ray.get(reference)
+                    ray.get(reference)
                 except ray.exceptions.RayTaskError as error:
+                    drain()  # what other jobs finished meanwhile is committed, not lost
                     # A user error inside a worker (a bad annotator address, say) is still one
                     # line for the user, not a remote traceback.
                     cause = getattr(error, "cause", None)
                     if isinstance(cause, DenseRewardError):
                         raise cause from None
                     raise
-                results.update(finished)
-                for key in finished:
-                    bars.finish(key)
-        return results
+        drain()
     finally:
         ray.shutdown()
+
+
+def _watch_ray_session() -> None:
+    """Start a watcher that stops the private Ray instance about to be started if the driver
+    dies without shutting it down (SIGKILL, OOM): otherwise Ray's agents outlive the run."""
+    import subprocess
+    import sys
+
+    subprocess.Popen(
+        [sys.executable, "-m", "densereward.runs.watch", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 class _Progress:
