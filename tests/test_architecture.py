@@ -19,7 +19,7 @@ ALLOWED = {
     "io": {"core"},
     "signals": {"core", "models"},
     "evaluation": {"core", "io"},
-    "labeling": {"core", "signals", "models"},
+    "labeling": {"core", "io", "signals", "models"},
     "pipeline": {"core", "signals", "transforms", "estimators"},
     "trainers": {"core", "models", "pipeline"},
     "worlds": {"core", "io", "models", "labeling", "evaluation", "pipeline", "trainers"},

@@ -1,8 +1,9 @@
-"""``densereward tasks``: the reasoning world's exporters on the command line (the world
-contributes the command through ``World.commands``)."""
+"""The reasoning world's sub-commands (it contributes them through ``World.commands``):
+``densereward tasks``, its exporters, and ``densereward label``, its resumable labeling job."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -62,3 +63,108 @@ def export_tasks(
     )
     write_records(records, out)
     Console().print(f"wrote {len(records)} {format} records to {escape(str(out))}")
+
+
+def label_rollout_steps(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Job folder (shards/part-*.parquet, manifest.json). Rerun the same command "
+            "with it to resume an interrupted job.",
+        ),
+    ],
+    rollouts: Annotated[
+        Path | None,
+        typer.Argument(help="Rollouts file (.jsonl): one {id, problem, response} object per line."),
+    ] = None,
+    prover: Annotated[
+        Path | None,
+        typer.Option(
+            help="The prover policy: a model file of this world (--example writes one) or a "
+            "run folder's checkpoints/<method>-seed<k>.pt."
+        ),
+    ] = None,
+    prm: Annotated[
+        Path | None, typer.Option(help="A PRM model file: also score every step with it.")
+    ] = None,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example",
+            help="Label a small example: make a tiny SFT prover, a PRM and 64 rollouts in "
+            "OUT/example/ (kept for reruns), then label them.",
+        ),
+    ] = False,
+    rollouts_per_step: Annotated[
+        int, typer.Option(help="Monte-Carlo completions of every step prefix.")
+    ] = 8,
+    shard_size: Annotated[
+        int, typer.Option(help="Rollouts per shard: the unit of work and of resumption.")
+    ] = 8,
+    seed: Annotated[
+        int, typer.Option(help="Job seed; shard k samples with a seed of (seed, k).")
+    ] = 0,
+    local: Annotated[
+        bool, typer.Option("--local", help="Label in this process instead of on Ray.")
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="A Ray cluster to run on (default: a private local instance)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray actors (default: one per CPU of the cluster).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Label every step of a file of rollouts: Monte-Carlo soft and hard labels, PRM scores.
+
+    Sharded Parquet, shards committed atomically; rerun the same command to resume after a kill.
+    """
+    import transformers
+
+    from densereward.labeling.jobs import JobInterrupted, run_label_job
+    from densereward.worlds.reasoning.label_job import label_job, write_example
+
+    # transformers deprecates an argument name the shared-cache sampler passes, once per call:
+    # noise between the progress bar and the summary, not news for the user.
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+    console = Console()
+    if local and (ray_address is not None or workers is not None):
+        raise ConfigError("--local", "labels in this process: give no --ray-address or --workers")
+    if example:
+        if rollouts is not None or prover is not None or prm is not None:
+            raise ConfigError("--example", "makes its own rollouts, prover and PRM; give none")
+        inputs, seconds = write_example(out / "example")
+        if seconds:
+            console.print(f"made the example's prover, PRM and rollouts in {seconds:.1f} s")
+        rollouts, prover, prm = inputs.rollouts, inputs.prover, inputs.prm
+    if rollouts is None:
+        raise ConfigError("ROLLOUTS", "give a rollouts file (or --example)")
+    if prover is None:
+        raise ConfigError("--prover", "give the prover policy's model file (or --example)")
+    job = label_job(rollouts, prover, prm, rollouts_per_step, shard_size, seed)
+    try:
+        summary = run_label_job(
+            job, out, local=local, ray_address=ray_address, workers=workers, progress=progress
+        )
+    except JobInterrupted as interrupted:
+        Console(stderr=True, highlight=False).print(str(interrupted), markup=False)
+        raise typer.Exit(130) from None
+    resumed = (
+        f" (resumed: {summary.adopted} shard file(s) adopted, {summary.repaired} repaired)"
+        if summary.adopted or summary.repaired
+        else ""
+    )
+    console.print(
+        f"labelled {summary.labels} steps of {job.rows} rollouts in {summary.shards} shards; "
+        f"this run computed {summary.computed} shard(s), {summary.generated_tokens} tokens "
+        f"generated, in {summary.seconds:.1f} s{resumed}"
+    )
+    console.print(
+        f"read them with densereward.labeling.jobs.read_labels({str(out)!r}) "
+        f"or pyarrow.dataset.dataset({str(out / 'shards')!r})",
+        markup=False,
+    )

@@ -15,10 +15,11 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+from annotated_types import Ge
 
 from densereward.core.components import (
     Axis,
@@ -30,6 +31,7 @@ from densereward.core.components import (
     World,
 )
 from densereward.core.errors import ConfigError
+from densereward.core.parameters import Count, Positive, Unit
 from densereward.core.registry import register
 from densereward.labeling.mc import Prover, monte_carlo_labels
 from densereward.models.language import (
@@ -42,7 +44,7 @@ from densereward.models.language import (
 from densereward.models.prm import ProcessRewardModel, flatten_labels, train_prm
 from densereward.pipeline import Recipe
 from densereward.trainers.grpo import GRPOConfig, GRPOResult, train_grpo
-from densereward.worlds.reasoning.commands import export_tasks
+from densereward.worlds.reasoning.commands import export_tasks, label_rollout_steps
 from densereward.worlds.reasoning.report import reasoning_report
 from densereward.worlds.reasoning.rollouts import policy_prompt, rollout
 from densereward.worlds.reasoning.task import ReasoningTask
@@ -86,41 +88,41 @@ class ReasoningWorld(World):
 
     families: tuple[str, ...] = ("arithmetic",)
     """task families to draw problems from (arithmetic, equation, lists)"""
-    min_ops: int = 2
+    min_ops: Count = 2
     """fewest operations (steps) per problem"""
-    max_ops: int = 3
+    max_ops: Count = 3
     """most operations (steps) per problem"""
-    max_operand: int = 9
+    max_operand: Annotated[int, Ge(2)] = 9
     """largest operand"""
     architecture: str = "gpt2"
     """the policy's causal LM: gpt2 or llama (built from a config, randomly initialised)"""
-    layers: int = 3
+    layers: Count = 3
     """transformer layers of the policy"""
-    width: int = 128
+    width: Count = 128
     """hidden size of the policy"""
-    heads: int = 4
+    heads: Count = 4
     """attention heads of the policy"""
-    sft_examples: int = 16_000
+    sft_examples: Count = 16_000
     """demonstrations the starting policy is fine-tuned on"""
-    sft_epochs: int = 2
+    sft_epochs: Count = 2
     """passes over the demonstrations"""
-    sft_learning_rate: float = 2e-3
+    sft_learning_rate: Positive = 2e-3
     """AdamW's learning rate for SFT"""
-    sft_noise: float = 0.0
+    sft_noise: Unit = 0.0
     """Fraction of SFT demonstrations that carry one controlled corruption (``sft_corruptions``):
     imperfect demonstrations, as human or distilled data are; the policy learns to make those
     mistakes at about that rate, and RL has a systematic error to remove."""
     sft_corruptions: tuple[str, ...] = ("arithmetic", "operand", "skip", "miracle")
     """corruption kinds drawn for the noisy demonstrations"""
-    eval_problems: int = 200
+    eval_problems: Count = 200
     """held-out problems of every evaluation"""
-    label_problems: int = 256
+    label_problems: Count = 256
     """Problems whose sampled solutions train the reward models (4 solutions each)."""
-    label_rollouts: int = 8
+    label_rollouts: Count = 8
     """Monte-Carlo completions per step prefix."""
-    prm_epochs: int = 4
+    prm_epochs: Count = 4
     """passes over the reward models' training data"""
-    max_new_tokens: int = 40
+    max_new_tokens: Count = 40
     """longest response; the trainer's must agree (the reward models learn on these samples)"""
 
     trainers: ClassVar = {"grpo": GRPOConfig}
@@ -131,7 +133,7 @@ class ReasoningWorld(World):
     )
     trains_on_selection: ClassVar = True
     shares_setup: ClassVar = True
-    commands: ClassVar = {"tasks": export_tasks}
+    commands: ClassVar = {"tasks": export_tasks, "label": label_rollout_steps}
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sft_noise <= 1.0:
