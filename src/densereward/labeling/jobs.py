@@ -49,8 +49,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -63,6 +61,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from densereward.core.errors import ConfigError, DenseRewardError, ValidationError
+from densereward.core.ray_session import check_reachable, start_ray
 from densereward.io.atomic import atomic_path
 
 FORMAT = 1
@@ -393,7 +392,7 @@ def run_label_job(
     if workers is not None and workers < 1:
         raise ConfigError("--workers", f"must be at least 1, got {workers}")
     if not local and ray_address is not None:
-        _check_reachable(ray_address)
+        check_reachable(ray_address)  # before anything is written
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} is a file; the job writes a folder")
@@ -483,22 +482,8 @@ def _run_on_ray(
     import ray
     import ray.data
 
-    if address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local, single-user instance
     try:
-        try:
-            ray.init(
-                # "local": a new private instance even when ``ray start`` left one to find
-                address=address or "local",
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                ignore_reinit_error=True,
-                num_cpus=None if address else os.cpu_count(),
-            )
-        except (ConnectionError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ConfigError("--ray-address", f"cannot start or reach Ray: {first}") from None
+        start_ray(address)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours is the one the user sees
         context.print_on_execution_start = False
@@ -524,18 +509,6 @@ def _run_on_ray(
             yield ShardRecord(**json.loads(row["record"])), bytes(row["data"])
     finally:
         ray.shutdown()
-
-
-def _check_reachable(address: str) -> None:
-    """A ``host:port`` that nothing listens on fails here, in seconds: ``ray.init`` would wait
-    for it indefinitely."""
-    host, colon, port = address.rpartition(":")
-    if not colon or not port.isdigit() or "/" in host:
-        return  # "auto", "ray://...", "local": Ray resolves these itself
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as error:
-        raise ConfigError("--ray-address", f"nothing answers at {address} ({error})") from None
 
 
 class _ProgressBar:

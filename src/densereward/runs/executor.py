@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
-import os
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -20,7 +18,8 @@ from typing import Any
 import torch
 
 from densereward.core.components import World
-from densereward.core.errors import ConfigError, DenseRewardError, NonFiniteError
+from densereward.core.errors import DenseRewardError, NonFiniteError
+from densereward.core.ray_session import start_ray
 from densereward.pipeline import Recipe
 from densereward.runs.recipe import RunRecipe
 
@@ -151,23 +150,8 @@ def run_jobs(
 def _run_on_ray(units: list[Job], bars: _Progress, address: str | None, finished: Commit) -> None:
     import ray
 
-    if address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local, single-user instance
-    if address is None:
-        _watch_ray_session()
     try:
-        try:
-            ray.init(
-                # "local": a new private instance, never one a `ray start` left on this machine
-                address=address or "local",
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                ignore_reinit_error=True,
-                num_cpus=None if address else os.cpu_count(),
-            )
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            raise ConfigError("--ray-address", f"cannot start or reach Ray ({error})") from None
+        start_ray(address)
 
         @ray.remote
         class Board:
@@ -223,21 +207,6 @@ def _run_on_ray(units: list[Job], bars: _Progress, address: str | None, finished
         drain()
     finally:
         ray.shutdown()
-
-
-def _watch_ray_session() -> None:
-    """Start a watcher that stops the private Ray instance about to be started if the driver
-    dies without shutting it down (SIGKILL, OOM): otherwise Ray's agents outlive the run."""
-    import subprocess
-    import sys
-
-    subprocess.Popen(
-        [sys.executable, "-m", "densereward.runs.watch", str(os.getpid())],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
 
 
 class _Progress:

@@ -1,4 +1,4 @@
-"""``python -m densereward.runs.watch DRIVER_PID``: stop the Ray instance a driver started, if
+"""``python -m densereward.core.ray_watch DRIVER_PID``: stop the Ray instance a driver started, if
 the driver dies without shutting it down.
 
 Ray ties its GCS and raylet to the driver, but not the agents the raylet starts
