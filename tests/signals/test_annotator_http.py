@@ -209,10 +209,13 @@ def test_the_deadline_bounds_all_attempts_together() -> None:
     client = JSONClient(timeout=5, deadline=0.5, attempts=1000, backoff=0.05, max_backoff=0.05)
     with _serving(_always(_response(503, b""))) as server:
         start = time.monotonic()
-        with pytest.raises(HTTPReplyError, match=r"HTTP 503, deadline of 0\.5 s reached") as caught:
+        # the last attempt either gets its 503 or runs out of time on the way: both are the
+        # deadline ending the call, which is what is asserted
+        with pytest.raises(HTTPReplyError, match=r", deadline of 0\.5 s reached after") as caught:
             ask_chat(client, server.url, {"model": "judge"})
     assert time.monotonic() - start < 5
-    assert caught.value.attempts == len(server.requests) < 1000
+    assert 1 < caught.value.attempts < 1000
+    assert caught.value.attempts in (len(server.requests), len(server.requests) + 1)
 
 
 def test_a_long_retry_after_ends_the_call_at_once() -> None:

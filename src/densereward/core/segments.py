@@ -405,11 +405,15 @@ class Groups:
 
 
 def power_of_two_scale(magnitude: Tensor) -> Tensor:
-    """``2^e`` with ``magnitude / 2^e`` in ``[1, 2)``, elementwise; 1 where ``magnitude`` is 0
-    (or not finite, which the callers' finiteness checks report). ``2^e`` never exceeds
-    ``magnitude``, so it is representable even for the largest finite float."""
+    """``2^e`` with ``magnitude / 2^e`` in ``[1, 2)``, elementwise (for subnormal magnitudes the
+    smallest normal power of two); 1 where ``magnitude`` is 0 (or not finite, which the callers'
+    finiteness checks report). ``2^e`` never exceeds ``magnitude``, so it is representable even
+    for the largest finite float."""
     _, exponent = torch.frexp(magnitude)
     scale = torch.ldexp(torch.ones_like(magnitude), exponent - 1)
+    # never below the smallest normal number: a subnormal scale has no finite reciprocal, and
+    # torch divides by a tensor through it (0 / 5e-324 would be NaN)
+    scale = scale.clamp(min=torch.finfo(magnitude.dtype).tiny)
     return torch.where((magnitude > 0) & torch.isfinite(magnitude), scale, 1.0)
 
 
