@@ -23,7 +23,7 @@ ALLOWED = {
     "pipeline": {"core", "signals", "transforms", "estimators"},
     "trainers": {"core", "models", "pipeline"},
     "worlds": {"core", "io", "models", "labeling", "evaluation", "pipeline", "trainers"},
-    "runs": {"core", "pipeline", "evaluation", "worlds"},
+    "runs": {"core", "io", "pipeline", "evaluation", "worlds"},
     "cli": {"core", "io", "pipeline", "runs", "evaluation"},
 }
 

@@ -22,11 +22,11 @@ def start_ray(address: str | None) -> None:
     """``ray.init`` for ``address`` (``None``: a private local instance on every CPU)."""
     import ray
 
-    if address is not None:
-        check_reachable(address)
     if address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local, single-user instance
         _watch(os.getpid())
+    else:
+        check_reachable(address)
     try:
         ray.init(
             address=address or "local",

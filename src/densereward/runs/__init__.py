@@ -36,7 +36,7 @@ def execute(
         started = time.perf_counter()
         total = len(recipe.methods) * len(recipe.seeds)
         try:
-            run_jobs(recipe, local, ray_address, progress, done, folder.commit)
+            run_jobs(recipe, local, ray_address, progress, set(done), folder.commit)
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted: {folder.committed()} of {total} runs are committed to {path}; "

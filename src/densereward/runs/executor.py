@@ -75,7 +75,7 @@ def jobs(recipe: RunRecipe, done: Collection[tuple[str, int]] = ()) -> list[Job]
     return [job for job in units if job.methods]
 
 
-def run_job(job: Job, report: Report | None = None, commit: Commit | None = None) -> Results:
+def run_job(job: Job, report: Report | None, commit: Commit) -> None:
     """Set the world up for the job's seed, then train and evaluate each of its methods,
     handing each to ``commit`` as it finishes.
 
@@ -86,7 +86,6 @@ def run_job(job: Job, report: Report | None = None, commit: Commit | None = None
     setup = job.world.setup(job.seed)
     trainer = dataclasses.replace(job.trainer, seed=job.seed)
     state = torch.random.get_rng_state()
-    out: Results = {}
     for method, recipe in job.methods.items():
         start = time.perf_counter()
         torch.random.set_rng_state(state)
@@ -108,32 +107,26 @@ def run_job(job: Job, report: Report | None = None, commit: Commit | None = None
             time.perf_counter() - start,
             {**key, **trained.evaluation},
         )
-        out[(method, job.seed)] = run
-        if commit is not None:
-            commit((method, job.seed), run)
-    return out
+        commit((method, job.seed), run)
 
 
 def run_jobs(
     recipe: RunRecipe,
     local: bool,
     ray_address: str | None,
-    progress: bool = True,
-    done: Results | None = None,
-    commit: Commit | None = None,
-) -> Results:
-    """Every unit of work of ``recipe`` but the pairs ``done`` holds, with live progress bars;
-    in this process when ``local``, else on Ray (a private local instance unless
-    ``ray_address`` names a cluster). Each pair goes to ``commit`` as it finishes."""
-    done = dict(done or {})
+    progress: bool,
+    done: Collection[tuple[str, int]],
+    commit: Commit,
+) -> None:
+    """Every unit of work of ``recipe`` but the (method, seed) pairs in ``done``, with live
+    progress bars; in this process when ``local``, else on Ray (a private local instance
+    unless ``ray_address`` names a cluster). Each pair goes to ``commit`` as it finishes: the
+    run folder keeps the results, nothing here does."""
     units = jobs(recipe, done)
     keys = [(m, s) for m in recipe.methods for s in recipe.seeds]
-    results: Results = dict(done)
 
     def finished(key: tuple[str, int], run: MethodRun) -> None:
-        results[key] = run
-        if commit is not None:
-            commit(key, run)
+        commit(key, run)
         bars.finish(key)
 
     with _Progress(keys, recipe.budget, enabled=progress) as bars:
@@ -144,7 +137,6 @@ def run_jobs(
                 run_job(job, bars.update, finished)
         elif units:
             _run_on_ray(units, bars, ray_address, finished)
-    return results
 
 
 def _run_on_ray(units: list[Job], bars: _Progress, address: str | None, finished: Commit) -> None:

@@ -19,14 +19,12 @@ seed, so the folder it ends with is the one an uninterrupted run writes.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ import yaml
 
 from densereward.core.components import RunResults
 from densereward.core.errors import ConfigError
+from densereward.io.atomic import atomic_path, umask
 from densereward.runs.executor import MethodRun, Results
 from densereward.runs.recipe import RunRecipe
 from densereward.runs.report import plot_curves, report_markdown
@@ -149,12 +148,12 @@ class RunFolder:
     def commit(self, key: tuple[str, int], run: MethodRun) -> None:
         """Write one finished (method, seed): checkpoint and metrics, then its record."""
         method, seed = key
-        with _atomic(self.pair_path(method, seed, ".pt")) as temporary:
+        with atomic_path(self.pair_path(method, seed, ".pt")) as temporary:
             temporary.write_bytes(run.checkpoint)
-        with _atomic(self.pair_path(method, seed, ".parquet")) as temporary:
+        with atomic_path(self.pair_path(method, seed, ".parquet")) as temporary:
             pq.write_table(_table(run.rows), temporary)
         record = {"seconds": run.seconds, "evaluation": run.evaluation}
-        with _atomic(self.pair_path(method, seed, ".json")) as temporary:
+        with atomic_path(self.pair_path(method, seed, ".json")) as temporary:
             # NumPy scalars as the Python numbers they hold (an int stays an int)
             text = json.dumps(record, default=lambda value: value.item())
             temporary.write_text(text, encoding="utf-8")
@@ -170,18 +169,18 @@ class RunFolder:
             "torch": str(torch.__version__),
             "cpus": os.cpu_count(),
         }
-        with _atomic(self.path / "config.yaml") as temporary:
+        with atomic_path(self.path / "config.yaml") as temporary:
             temporary.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         summary = run_results(recipe, results, wall)
-        with _atomic(self.path / "metrics.parquet") as temporary:
+        with atomic_path(self.path / "metrics.parquet") as temporary:
             pq.write_table(_table(summary.rows), temporary)
-        with _atomic(self.path / "evaluation.parquet") as temporary:
+        with atomic_path(self.path / "evaluation.parquet") as temporary:
             pq.write_table(_table(summary.evaluations), temporary)
         for plot in recipe.world.plots:
-            with _atomic(self.path / plot.file) as temporary:
+            with atomic_path(self.path / plot.file, keep_suffix=True) as temporary:
                 title = f"{recipe.name}: {recipe.world.label()}"
                 plot_curves(summary, recipe.world.progress, plot, title, temporary)
-        with _atomic(self.path / COMPLETE) as temporary:
+        with atomic_path(self.path / COMPLETE) as temporary:
             temporary.write_text(report_markdown(recipe, summary), encoding="utf-8")
 
     def _remove_partial_files(self) -> None:
@@ -236,9 +235,7 @@ def _create(path: Path, identity: str) -> None:
         (staging / IDENTITY).write_text(identity, encoding="utf-8")
         (staging / "pairs").mkdir()
         (staging / "checkpoints").mkdir()
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(staging, 0o777 & ~mask)  # mkdtemp made it private
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp made it private
         os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -251,26 +248,6 @@ def _remove_stale_staging(path: Path) -> None:
     if path.parent.is_dir():
         for stale in path.parent.glob(f".{path.name}.*.staging"):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the temporary keeps the suffix: matplotlib and pyarrow read the format from it
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
