@@ -529,3 +529,17 @@ def test_label_command_errors_are_one_line(reference: Path, tmp_path: Path) -> N
     assert "holds another labeling job" in lines[0]
     result = run_label("--example", bad, "--out", tmp_path / "out")
     assert result.returncode == 2 and "--example" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--rollouts-per-step", "-1"), ("--shard-size", "0"), ("--workers", "0")]
+)
+def test_bad_options_are_refused_before_the_example_is_built(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    out = tmp_path / "out"
+    result = run_label("--example", "--out", out, option, value)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0] == f"error: {option}: must be at least 1, got {value}"
+    assert not out.exists()  # no prover trained, nothing written

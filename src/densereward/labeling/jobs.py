@@ -73,6 +73,15 @@ JOB_KEY, SHARD_KEY = b"densereward.job", b"densereward.shard"
 """Parquet schema metadata of every shard file: the job hash and the shard index."""
 
 
+def check_sizes(shard_size: int, workers: int | None) -> None:
+    """A job's sizes: at least one row per shard and, when given, one worker. A command calls
+    it before anything costly (an example to build); jobs call it themselves."""
+    if shard_size < 1:
+        raise ConfigError("--shard-size", f"must be at least 1, got {shard_size}")
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers", f"must be at least 1, got {workers}")
+
+
 def shard_seed(seed: int, index: int) -> int:
     """The sampling seed of shard ``index`` of a job seeded ``seed``: a function of those two
     only (NumPy's ``SeedSequence``, so neighbouring shards get unrelated streams).
@@ -131,8 +140,7 @@ class LabelJob:
     def __post_init__(self) -> None:
         if self.rows < 1:
             raise ConfigError("rows", f"a labeling job needs at least one row, got {self.rows}")
-        if self.shard_size < 1:
-            raise ConfigError("--shard-size", f"must be at least 1, got {self.shard_size}")
+        check_sizes(self.shard_size, None)
         try:
             json.dumps(self.identity(), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -389,8 +397,7 @@ def run_label_job(
     local Ray instance unless ``ray_address`` is given. Ctrl-C raises :class:`JobInterrupted`
     after committing nothing half-done.
     """
-    if workers is not None and workers < 1:
-        raise ConfigError("--workers", f"must be at least 1, got {workers}")
+    check_sizes(job.shard_size, workers)
     if not local and ray_address is not None:
         check_reachable(ray_address)  # before anything is written
     out = Path(out)

@@ -124,8 +124,12 @@ def label_rollout_steps(
     """
     import transformers
 
-    from densereward.labeling.jobs import JobInterrupted, run_label_job
-    from densereward.worlds.reasoning.label_job import label_job, write_example
+    from densereward.labeling.jobs import JobInterrupted, check_sizes, run_label_job
+    from densereward.worlds.reasoning.label_job import (
+        check_rollouts_per_step,
+        label_job,
+        write_example,
+    )
 
     # transformers deprecates an argument name the shared-cache sampler passes, once per call:
     # noise between the progress bar and the summary, not news for the user.
@@ -134,6 +138,9 @@ def label_rollout_steps(
     console = Console()
     if local and (ray_address is not None or workers is not None):
         raise ConfigError("--local", "labels in this process: give no --ray-address or --workers")
+    # every option checked before the example is built (seconds of SFT, files in OUT)
+    check_rollouts_per_step(rollouts_per_step)
+    check_sizes(shard_size, workers)
     if example:
         if rollouts is not None or prover is not None or prm is not None:
             raise ConfigError("--example", "makes its own rollouts, prover and PRM; give none")

@@ -401,6 +401,11 @@ class RolloutLabeler:
         )
 
 
+def check_rollouts_per_step(rollouts_per_step: int) -> None:
+    if rollouts_per_step < 1:
+        raise ConfigError("--rollouts-per-step", f"must be at least 1, got {rollouts_per_step}")
+
+
 def label_job(
     rollouts: str | Path,
     prover: str | Path,
@@ -413,8 +418,7 @@ def label_job(
     the model files, and that every rollout fits the prover. Its spec holds the SHA-256 of the
     rollouts and models and every label parameter, so rerunning with another input or setting
     into the same folder is refused rather than mixed."""
-    if rollouts_per_step < 1:
-        raise ConfigError("--rollouts-per-step", f"must be at least 1, got {rollouts_per_step}")
+    check_rollouts_per_step(rollouts_per_step)
     rollouts, prover = Path(rollouts).resolve(), Path(prover).resolve()
     items = read_rollouts(rollouts)
     world, _ = load_model(prover, "policy", "--prover")
