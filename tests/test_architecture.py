@@ -24,7 +24,8 @@ ALLOWED = {
     "trainers": {"core", "models", "pipeline"},
     "worlds": {"core", "io", "models", "labeling", "evaluation", "pipeline", "trainers"},
     "runs": {"core", "io", "pipeline", "evaluation", "worlds"},
-    "cli": {"core", "io", "pipeline", "runs", "evaluation"},
+    "adapters": {"core", "io", "models", "signals", "transforms", "estimators", "pipeline"},
+    "cli": {"core", "io", "pipeline", "runs", "evaluation", "adapters"},
 }
 
 

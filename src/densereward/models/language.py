@@ -11,6 +11,7 @@ by responses ``[B, T]`` padded on the right; ``attention_mask`` marks real token
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -172,6 +173,13 @@ class SampleCost:
     generated_tokens: int
 
 
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The name under which ``model.forward`` takes and returns its KV cache: ``cache`` from
+    transformers 5.2x (where ``past_key_values`` is deprecated, to go in 5.40), ``past_key_values``
+    before (verl 0.9.1 pins transformers below 5.11)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(
     model: PreTrainedModel,
@@ -198,7 +206,8 @@ def sample(
         position_ids=position_ids(prompt_mask),
         use_cache=True,
     )
-    cache = out.past_key_values
+    keyword = cache_keyword(model)
+    cache = getattr(out, keyword)
     logits = out.logits[:, -1]
     if n > 1:
         cache.batch_repeat_interleave(n)
@@ -228,11 +237,11 @@ def sample(
             input_ids=token.unsqueeze(-1),
             attention_mask=mask,
             position_ids=next_position,
-            past_key_values=cache,
             use_cache=True,
+            **{keyword: cache},
         )
         next_position = next_position + 1
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = getattr(out, keyword), out.logits[:, -1]
     response = torch.stack(tokens, 1)
     # the response runs up to and including the first EOS (or to the length limit)
     is_eos = response == eos

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densereward.core.errors import ConfigError
 from densereward.core.segments import expand_ranges
 from densereward.models.language import Rows, position_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+
+HEAD_FILE = "prm_head.safetensors"
 
 
 class ProcessRewardModel(nn.Module):
@@ -61,6 +66,37 @@ class ProcessRewardModel(nn.Module):
         hidden = self.hidden(rows.input_ids, rows.attention_mask)
         picked = hidden[positions[:, 0], positions[:, 1]]
         return self.head(picked).squeeze(-1)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The backbone as a Hugging Face model folder (``config.json``, safetensors weights) plus
+        the head in ``prm_head.safetensors``: any ``transformers`` tool can load the backbone."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        self.backbone.save_pretrained(directory)
+        save_file(
+            {name: t.detach().contiguous() for name, t in self.head.state_dict().items()},
+            str(directory / HEAD_FILE),
+        )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ProcessRewardModel:
+        """A model written by :meth:`save_pretrained` (only local files are read)."""
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        directory = Path(directory)
+        if not (directory / HEAD_FILE).is_file():
+            raise ConfigError(
+                "model", f"{directory} is not a process reward model folder (no {HEAD_FILE})"
+            )
+        backbone = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.backbone = backbone
+        model.head = nn.Linear(backbone.config.hidden_size, 1)
+        model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        return model.eval()
 
     @torch.no_grad()
     def score(self, rows: Rows, positions: Tensor, chunk: int = 256) -> Tensor:

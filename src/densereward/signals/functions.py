@@ -20,18 +20,18 @@ RewardFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.nd
 """``R(obs, act, next_obs, terminated, truncated) -> [n]`` over a batch of transitions."""
 
 
-def load_function(path: str) -> RewardFunction:
-    """``"package.module:name"`` -> the callable it names."""
+def load_function(path: str, field: str = "function") -> Any:
+    """``"package.module:name"`` -> the callable it names; errors name ``field``."""
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise ConfigError("function", f"expected 'package.module:name', got {path!r}")
+        raise ConfigError(field, f"expected 'package.module:name', got {path!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError("function", f"cannot import {module_name!r} ({error})") from None
+        raise ConfigError(field, f"cannot import {module_name!r} ({error})") from None
     function = getattr(module, attribute, None)
     if not callable(function):
-        raise ConfigError("function", f"{path!r} is not a callable")
+        raise ConfigError(field, f"{path!r} is not a callable")
     return function
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -122,8 +121,6 @@ def label_rollout_steps(
 
     Sharded Parquet, shards committed atomically; rerun the same command to resume after a kill.
     """
-    import transformers
-
     from densereward.labeling.jobs import JobInterrupted, check_sizes, run_label_job
     from densereward.worlds.reasoning.label_job import (
         check_rollouts_per_step,
@@ -131,10 +128,6 @@ def label_rollout_steps(
         write_example,
     )
 
-    # transformers deprecates an argument name the shared-cache sampler passes, once per call:
-    # noise between the progress bar and the summary, not news for the user.
-    transformers.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
     console = Console()
     if local and (ray_address is not None or workers is not None):
         raise ConfigError("--local", "labels in this process: give no --ray-address or --workers")

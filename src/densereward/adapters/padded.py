@@ -1,0 +1,279 @@
+"""Estimators on the layout verl, TRL and OpenRLHF hand over: ``[B, T]`` rewards + response mask.
+
+Every function takes ``token_rewards`` ``[B, T]`` (the reward earned at each response token), a
+``response_mask`` ``[B, T]`` (float, int or bool; holes — tool or observation tokens inside a
+response — allowed) and, for group estimators, ``groups`` (one label per row: verl's ``uid``
+array of strings, or integers), and returns ``(advantages, returns)`` ``[B, T]``, zero outside the
+mask. Tokens under a hole are skipped: the token after a hole follows the token before it
+directly (verl's own convention for multi-turn masks).
+
+The conversion costs one pass over the mask. Outcome-level estimators never leave the padded
+layout (a masked row sum, group statistics over ``B`` scores, one broadcast); token-level ones
+take the masked tokens flat (``values[mask]``, in row order: exactly the tokens a ragged batch
+would hold), scan them with densereward's segmented kernels and scatter back with the same mask.
+
+**Steps in a token row** (``step_boundaries``): a step ends at every masked token whose reward is
+nonzero, at the last token of every masked span (a turn's end) and at each row's last masked
+token; its reward is the value at its end token. A step whose reward is exactly zero would merge
+into the next one, so the reward side writes it as :data:`ZERO_STEP_REWARD` (the smallest
+normal float32, ``1.2e-38``: a marker that is zero in every statistic). verl's ``.sum(-1)`` of a
+row is still the response's total reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from densereward.core.components import Estimator
+from densereward.core.errors import ValidationError
+from densereward.core.segments import (
+    Groups,
+    Segments,
+    discounted_reverse_cumsum,
+    next_in_segment,
+)
+from densereward.core.trajectories import GROUP, Trajectories
+
+ZERO_STEP_REWARD = float(torch.finfo(torch.float32).tiny)
+"""How a step-end token whose step earned exactly 0 is written, so that it still ends a step."""
+
+
+def check_padded(
+    token_rewards: Tensor, response_mask: Tensor, name: str = "token_level_rewards"
+) -> Tensor:
+    """The mask as bool, after checking shapes and that every value under it is finite."""
+    check_shapes(token_rewards, response_mask)
+    keep = response_mask if response_mask.dtype == torch.bool else response_mask != 0
+    bad = ~torch.isfinite(token_rewards) & keep
+    if bool(bad.any()):
+        row, column = (int(i) for i in torch.nonzero(bad)[0])
+        raise ValidationError(
+            name, f"row {row}, token {column}: {float(token_rewards[row, column])} is not finite"
+        )
+    return keep
+
+
+def group_index(groups: Sequence[Any] | np.ndarray | Tensor, rows: int) -> Groups:
+    """``Groups`` from one label per row (strings, as verl's ``uid``, or integers)."""
+    if isinstance(groups, Tensor):
+        labels = groups
+    else:
+        array = np.asarray(groups)
+        if array.dtype.kind in "iub":
+            labels = torch.as_tensor(array.astype(np.int64))
+        else:
+            labels = torch.as_tensor(np.unique(array, return_inverse=True)[1].astype(np.int64))
+    if labels.shape != (rows,):
+        raise ValidationError("index", f"has {labels.shape[0]} labels for {rows} rows")
+    return Groups.from_labels(labels)
+
+
+def check_shapes(token_rewards: Tensor, response_mask: Tensor, name: str = "response_mask") -> None:
+    if token_rewards.ndim != 2:
+        raise ValidationError(
+            "token_level_rewards", f"must be [batch, tokens], got {list(token_rewards.shape)}"
+        )
+    if tuple(response_mask.shape) != tuple(token_rewards.shape):
+        raise ValidationError(
+            name, f"has shape {list(response_mask.shape)}, the rewards {list(token_rewards.shape)}"
+        )
+
+
+def masked(values: Tensor, response_mask: Tensor, weights: Tensor, name: str) -> Tensor:
+    """``values`` with every token outside the mask set to 0, in one multiply. Its sum is not
+    finite exactly when a token is not (or the sum overflows): only then are the tokens looked at,
+    to name a non-finite one under the mask or, if the culprits lie outside it, to zero them
+    without multiplying (``nan * 0`` is NaN)."""
+    out = values * weights
+    if not bool(torch.isfinite(out.sum())):
+        keep = check_padded(values, response_mask, name)
+        out = torch.where(keep, values, 0.0)
+    return out
+
+
+def _outcome_level(
+    token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
+) -> tuple[Tensor, Tensor, Groups]:
+    """``(0/1 mask in the rewards' dtype, R_i = Σ_t mask_t r_t, groups)``: a conversion, a
+    multiply and a row sum over ``[B, T]``."""
+    check_shapes(token_rewards, response_mask)
+    weights = response_mask.to(token_rewards.dtype)
+    scores = masked(token_rewards, response_mask, weights, "token_level_rewards").sum(-1)
+    return weights, scores, group_index(groups, scores.shape[0])
+
+
+def padded_grpo(
+    token_rewards: Tensor,
+    response_mask: Tensor,
+    groups: Sequence[Any] | np.ndarray | Tensor,
+    eps: float = 1e-6,
+    scale: bool = True,
+    unbiased_std: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """GRPO / Dr.GRPO: ``A_i = (R_i - mean_g R) / (std_g R + eps)`` (``scale=False``: no
+    division) with ``R_i = Σ_t mask_t r_t``, broadcast over the row's masked tokens; returns
+    ``R_i`` broadcast. A group of one or of equal scores gets 0
+    (``estimators.group.estimate_grpo``). The mask is 0/1 (any nonzero counts as 1)."""
+    weights, scores, index = _outcome_level(token_rewards, response_mask, groups)
+    if scale:
+        advantage = index.zscore(scores, eps, unbiased_std)
+    else:
+        advantage = (scores - index.mean(scores)[index.index]).masked_fill(
+            index.is_constant(scores), 0.0
+        )
+    return advantage.unsqueeze(-1) * weights, scores.unsqueeze(-1) * weights
+
+
+def padded_rloo(
+    token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
+) -> tuple[Tensor, Tensor]:
+    """RLOO: ``A_i = R_i - mean_{j != i in g} R_j``, broadcast; 0 for a group of one."""
+    weights, scores, index = _outcome_level(token_rewards, response_mask, groups)
+    advantage = scores - index.leave_one_out_mean(scores)
+    return advantage.unsqueeze(-1) * weights, scores.unsqueeze(-1) * weights
+
+
+def padded_reinforce_pp(
+    token_rewards: Tensor, response_mask: Tensor, gamma: float = 1.0, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
+    """REINFORCE++: ``G_t = Σ_{s ≥ t} γ^(s - t) r_s`` over each row's masked tokens, whitened
+    over every masked token of the batch: ``A = (G - mean G) / (std G + eps)``."""
+    check_shapes(token_rewards, response_mask)
+    weights = response_mask.to(token_rewards.dtype)
+    rewards = masked(token_rewards, response_mask, weights, "token_level_rewards")
+    if gamma == 1.0:
+        # a hole's tokens hold 0 and are skipped by any sum: the reverse cumsum of the row is
+        # exact, holes or not
+        returns = rewards.sum(-1, keepdim=True) - rewards.cumsum(-1) + rewards
+    elif is_prefix(weights):
+        returns = _row_scan(rewards, gamma)
+    else:
+        keep = weights != 0
+        flat = discounted_reverse_cumsum(rewards[keep], _row_segments(keep), gamma)
+        returns = _scatter(flat, keep)
+    returns = returns * weights
+    return _whiten_masked(returns, weights, eps), returns
+
+
+def padded_gae(
+    token_rewards: Tensor,
+    values: Tensor,
+    response_mask: Tensor,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    whiten_advantages: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """GAE over each row's masked tokens: ``δ_t = r_t + γ V_{t+1} - V_t`` (``V`` after the last
+    token is 0: a response ends its episode), ``A_t = Σ_{s ≥ t} (γλ)^(s - t) δ_s``, returns
+    ``A_t + V_t``; advantages whitened over the batch's masked tokens when ``whiten_advantages``
+    (what verl's ``compute_gae_advantage_return`` does; densereward's PPO normalises per
+    minibatch instead)."""
+    check_shapes(token_rewards, response_mask)
+    check_shapes(token_rewards, values, "values")
+    weights = response_mask.to(token_rewards.dtype)
+    rewards = masked(token_rewards, response_mask, weights, "token_level_rewards")
+    values = masked(values.to(token_rewards.dtype), response_mask, weights, "values")
+    if is_prefix(weights):
+        following = torch.zeros_like(values)
+        following[:, :-1] = values[:, 1:]  # 0 after a row's last token: its mask ends there
+        advantages = _row_scan(rewards + gamma * following - values, gamma * lam)
+    else:
+        keep = weights != 0
+        segments = _row_segments(keep)
+        flat_values = values[keep]
+        delta = rewards[keep] + gamma * next_in_segment(flat_values, segments) - flat_values
+        advantages = _scatter(discounted_reverse_cumsum(delta, segments, gamma * lam), keep)
+    advantages = advantages * weights
+    returns = advantages + values
+    if whiten_advantages:
+        advantages = _whiten_masked(advantages, weights, 1e-8)
+    return advantages, returns
+
+
+def is_prefix(weights: Tensor) -> bool:
+    """Whether every row's mask is a run of ones from the first token (no holes)."""
+    return bool((weights[:, 1:] <= weights[:, :-1]).all())
+
+
+def _row_scan(x: Tensor, gamma: float) -> Tensor:
+    """``y_t = Σ_{s ≥ t} γ^(s - t) x_s`` along each row of ``[B, T]`` (rows of equal length:
+    densereward's blocked scan on the padded layout itself, no gather)."""
+    rows, width = x.shape
+    offsets = torch.arange(rows + 1, device=x.device, dtype=torch.int64) * width
+    flat = discounted_reverse_cumsum(x.reshape(-1), Segments(offsets), gamma)
+    return flat.view(rows, width)
+
+
+def _whiten_masked(x: Tensor, weights: Tensor, eps: float) -> Tensor:
+    """``(x - mean) / (std + eps) · mask`` with mean and unbiased std over the masked tokens
+    (``x`` is 0 outside the mask)."""
+    count = weights.sum()
+    mean = x.sum() / count
+    centred = (x - mean) * weights
+    variance = torch.dot(centred.view(-1), centred.view(-1)) / (count - 1).clamp(min=1)
+    return centred.div_(variance.sqrt() + eps)
+
+
+def step_boundaries(token_rewards: Tensor, keep: Tensor) -> Tensor:
+    """``[B, T]`` bool: the tokens where a step ends (see the module docstring)."""
+    following = torch.zeros_like(keep)
+    following[:, :-1] = keep[:, 1:]
+    return keep & ((token_rewards != 0) | ~following)
+
+
+def step_trajectories(
+    token_rewards: Tensor,
+    response_mask: Tensor,
+    groups: Sequence[Any] | np.ndarray | Tensor | None = None,
+    reward: str = "reward",
+) -> tuple[Trajectories, Tensor, Tensor]:
+    """The step-level batch of a token row layout: one step per step-end token, its reward in the
+    step column ``reward``; also ``keep`` (the bool mask) and the step of every masked token
+    (flat, in row order), to spread step values back onto tokens."""
+    keep = check_padded(token_rewards, response_mask)
+    ends = step_boundaries(token_rewards, keep)
+    flat_ends = ends[keep]
+    step_of_token = torch.cumsum(flat_ends, 0) - flat_ends.long()
+    counts = ends.sum(1)
+    offsets = torch.zeros(keep.shape[0] + 1, dtype=torch.int64, device=keep.device)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    episodes = {}
+    if groups is not None:
+        episodes[GROUP] = group_index(groups, keep.shape[0]).index
+    batch = Trajectories(offsets, {reward: token_rewards[ends]}, episodes, trusted=True)
+    return batch, keep, step_of_token
+
+
+def padded_estimate(
+    estimator: Estimator,
+    token_rewards: Tensor,
+    response_mask: Tensor,
+    groups: Sequence[Any] | np.ndarray | Tensor | None = None,
+    reward: str = "reward",
+) -> tuple[Tensor, Tensor]:
+    """Any registered estimator on the step-level batch of ``token_rewards``; every token gets the
+    advantage and return of the step it belongs to."""
+    batch, keep, step_of_token = step_trajectories(token_rewards, response_mask, groups, reward)
+    estimate = estimator(batch)
+    advantages = estimate.advantages.to(token_rewards.dtype)[step_of_token]
+    returns = estimate.returns.to(token_rewards.dtype)[step_of_token]
+    if estimate.keep is not None:  # a selecting estimator (PROF): dropped rows get no advantage
+        advantages = (
+            advantages * estimate.keep.to(advantages.dtype)[batch.segments.ids][step_of_token]
+        )
+    return _scatter(advantages, keep), _scatter(returns, keep)
+
+
+def _row_segments(keep: Tensor) -> Segments:
+    offsets = torch.zeros(keep.shape[0] + 1, dtype=torch.int64, device=keep.device)
+    torch.cumsum(keep.sum(1), 0, out=offsets[1:])
+    return Segments(offsets)
+
+
+def _scatter(flat: Tensor, keep: Tensor) -> Tensor:
+    return flat.new_zeros(keep.shape).masked_scatter_(keep, flat)
