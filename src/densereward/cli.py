@@ -432,6 +432,83 @@ def run(
     console.print(f"run folder: {folder}")
 
 
+@app.command()
+@user_errors
+def serve(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML, or a built-in name.")],
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder (save_pretrained).")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="NAME=DIR: a process reward model folder, by the name the recipe's signals use "
+            "(repeat for several).",
+        ),
+    ] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option(help="Outcome function f(prompts, responses, labels), 'module:function'."),
+    ] = None,
+    step_tag: Annotated[
+        str, typer.Option(help="Text that ends a step (\\n and \\t are read as escapes).")
+    ] = "\n",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body accepted (413 above).")
+    ] = 1 << 20,
+) -> None:
+    """Serve a recipe's rewards over OpenRLHF's remote reward protocol (POST /get_reward).
+
+    Point OpenRLHF at it with --reward.remote_url http://HOST:PORT/get_reward. SIGINT or SIGTERM
+    stops it gracefully (exit code 0)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise DenseRewardError(
+            f"serve needs {error.name}: pip install 'densereward[serve]'"
+        ) from None
+    from densereward.adapters.openrlhf import load_scorer
+    from densereward.adapters.server import serve as serve_scorer
+
+    if not 0 <= port <= 65535:
+        raise DenseRewardError(f"--port: must be in 0..65535, got {port}")
+    if max_request_bytes < 1:
+        raise DenseRewardError(f"--max-request-bytes: must be >= 1, got {max_request_bytes}")
+    models: dict[str, Path] = {}
+    for entry in model or []:
+        name, equals, folder = entry.partition("=")
+        if not equals or not name or not folder:
+            raise DenseRewardError(f"--model: expected NAME=DIR, got {entry!r}")
+        if name in models:
+            raise DenseRewardError(f"--model: {name!r} is named twice")
+        if not Path(folder).is_dir():
+            raise DenseRewardError(f"--model {entry}: {folder} is not a folder")
+        models[name] = Path(folder)
+    if not tokenizer.is_dir():
+        raise DenseRewardError(f"--tokenizer: {tokenizer} is not a folder")
+    tag = step_tag.replace("\\n", "\n").replace("\\t", "\t")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # stderr keeps to errors: one line each
+    scorer = load_scorer(
+        resolve_recipe(recipe), tokenizer, models=models, outcome=outcome, step_tag=tag
+    )
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        console.print(
+            f"serving recipe '{escape(scorer.recipe.name)}' on "
+            f"http://{bound_host}:{bound_port}/get_reward (GET /health)",
+            soft_wrap=True,
+        )
+
+    serve_scorer(
+        scorer, host, port, max_request_bytes=max_request_bytes, log_level="warning", on_ready=ready
+    )
+    console.print("stopped")
+
+
 @app.command(name="recipe")
 @user_errors
 def show_recipe(

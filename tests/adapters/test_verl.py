@@ -404,3 +404,78 @@ def test_reward_manager_writes_step_rewards_the_step_estimator_reads(tmp_path) -
     rows_of_step = folded.segments.ids.tolist()
     for k, (row, column) in enumerate(zip(rows_of_step, last_tokens, strict=True)):
         assert float(advantages[row, column]) == pytest.approx(float(step_advantages[k]), abs=1e-5)
+
+
+def readme_block(heading: str) -> str:
+    """The first fenced code block after ``heading`` in README.md."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    after = text[text.index(heading) :]
+    start = after.index("```")
+    body = after[after.index("\n", start) + 1 :]
+    return body[: body.index("```")]
+
+
+def test_the_readme_verl_lines_compose_with_verls_config_and_run(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The README's overrides, composed with verl's own ``ppo_trainer.yaml`` by Hydra: the reward
+    manager verl would build from that config scores a batch, and the advantage step verl runs
+    (``compute_advantage`` with ``config.algorithm``) dispatches to densereward."""
+    import os
+
+    import verl
+    from hydra import compose, initialize_config_dir
+
+    from densereward.models.language import build_causal_lm
+    from densereward.models.prm import ProcessRewardModel
+    from densereward.worlds.reasoning.tokenizer import build_tokenizer
+
+    overrides = [
+        word
+        for word in readme_block("### verl").replace("\\\n", " ").split()
+        if word.lstrip("+").startswith(("algorithm.", "reward."))
+    ]
+    assert len(overrides) == 5
+    monkeypatch.chdir(tmp_path)
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained("policy_tokenizer")
+    tokenizer = type(tokenizer).from_pretrained("policy_tokenizer")
+    prm = ProcessRewardModel(build_causal_lm(tokenizer, layers=1, width=32, heads=2))
+    torch.nn.init.normal_(prm.head.weight, std=0.5)
+    prm.save_pretrained("prm_dir")
+    (tmp_path / "prm.yaml").write_text(
+        "signals: {prm: {kind: prm, model: prm}}\nestimator: {kind: step_grpo, process: prm}\n"
+    )
+    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        config = compose(config_name="ppo_trainer", overrides=overrides)
+    manager_cls = core_algos_manager(config.reward.reward_manager.name)
+    manager = manager_cls(config, tokenizer, None)
+    assert manager.scorer.recipe.signals == {"prm": {"kind": "prm", "model": "prm"}}
+    scored = manager.scorer(["1+2"], ["1+2=3\n#3"])
+    assert scored.lengths.tolist() == [2]
+    rewards = torch.zeros(2, 6)
+    rewards[0, 2], rewards[0, 5], rewards[1, 5] = 0.5, 1.0, 0.25
+    data = DataProto.from_dict(
+        tensors={
+            "token_level_rewards": rewards,
+            "response_mask": torch.ones(2, 6, dtype=torch.long),
+        },
+        non_tensors={"uid": np.array(["a", "a"], dtype=object)},
+    )
+    out = compute_advantage(data, config.algorithm.adv_estimator, config=config.algorithm)
+    expected, _ = adapter.step_grpo_advantage(
+        rewards,
+        torch.ones(2, 6),
+        data.non_tensor_batch["uid"],
+        OmegaConf.create({"densereward": {"gamma": 0.0}}),
+    )
+    torch.testing.assert_close(out.batch["advantages"], expected)
+    # gamma 0 from the README's line: each token carries its own step's normalised reward only
+    assert out.batch["advantages"][0, 0] != out.batch["advantages"][0, 3]
+
+
+def core_algos_manager(name: str) -> type:
+    from verl.experimental.reward_loop.reward_manager.registry import get_reward_manager_cls
+
+    return get_reward_manager_cls(name)

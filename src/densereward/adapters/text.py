@@ -102,7 +102,10 @@ class TextScorer:
             tokenizer=tokenizer,
             text_format=TextFormat(step_tag, answer_mark),
         )
-        unmet = recipe.needs().unmet(Needs(models=tuple(context.models), text=True))
+        unmet = recipe.needs().unmet(
+            Needs(models=tuple(context.models), text=True),
+            "the models passed (models=, --model NAME=DIR)",
+        )
         if unmet is not None:
             raise ConfigError("models", unmet)
         self.pipeline = Pipeline(recipe, context)

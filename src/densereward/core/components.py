@@ -59,15 +59,16 @@ class Needs:
     text: bool = False
     """A tokenizer and the world's ``TextFormat``."""
 
-    def unmet(self, offers: Needs) -> str | None:
-        """Why ``offers`` does not satisfy these needs, or ``None`` when it does."""
+    def unmet(self, offers: Needs, offerer: str = "this world") -> str | None:
+        """Why ``offers`` does not satisfy these needs, or ``None`` when it does; ``offerer``
+        names who offers (a world, or the models a user passed)."""
         missing = [name for name in self.models if name not in offers.models]
         if missing:
             known = ", ".join(offers.models) or "none"
-            return f"needs model {missing[0]!r}, which this world does not offer (offers: {known})"
+            return f"needs model {missing[0]!r}, which {offerer} does not offer (offers: {known})"
         for flag in ("demonstrations", "captions", "text"):
             if getattr(self, flag) and not getattr(offers, flag):
-                return f"needs {_NEED_WORDS[flag]}, which this world does not offer"
+                return f"needs {_NEED_WORDS[flag]}, which {offerer} does not offer"
         return None
 
 

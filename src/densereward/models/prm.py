@@ -90,12 +90,19 @@ class ProcessRewardModel(nn.Module):
             raise ConfigError(
                 "model", f"{directory} is not a process reward model folder (no {HEAD_FILE})"
             )
-        backbone = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+        try:
+            backbone = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+            head = nn.Linear(backbone.config.hidden_size, 1)
+            head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        except (OSError, ValueError, RuntimeError) as error:
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise ConfigError("model", f"cannot load {directory}: {reason}") from None
         model = cls.__new__(cls)
         nn.Module.__init__(model)
         model.backbone = backbone
-        model.head = nn.Linear(backbone.config.hidden_size, 1)
-        model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        model.head = head
         return model.eval()
 
     @torch.no_grad()
