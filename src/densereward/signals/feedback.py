@@ -263,7 +263,7 @@ class AIFeedback(Signal):
 
     def bind(self, context: SignalContext) -> Annotations:
         if self.caption is not None:
-            describe: Callable[[np.ndarray], list[str]] = load_function(self.caption)  # type: ignore[assignment]
+            describe: Callable[[np.ndarray], list[str]] = load_function(self.caption)
         elif context.captions is not None:
             describe = context.captions
         else:
