@@ -84,12 +84,28 @@ def check_shapes(token_rewards: Tensor, response_mask: Tensor, name: str = "resp
         )
 
 
-def masked(values: Tensor, response_mask: Tensor, weights: Tensor, name: str) -> Tensor:
-    """``values`` with every token outside the mask set to 0, in one multiply. Its sum is not
-    finite exactly when a token is not (or the sum overflows): only then are the tokens looked at,
-    to name a non-finite one under the mask or, if the culprits lie outside it, to zero them
-    without multiplying (``nan * 0`` is NaN)."""
-    out = values * weights
+def check_mask(token_rewards: Tensor, response_mask: Tensor, name: str = "response_mask") -> None:
+    """Shapes agree and the mask holds only 0 and 1 (one reduction, no copy)."""
+    check_shapes(token_rewards, response_mask, name)
+    if response_mask.dtype != torch.bool and response_mask.numel():
+        low, high = torch.aminmax(response_mask)
+        if (
+            float(low) < 0
+            or float(high) > 1
+            or (
+                response_mask.is_floating_point()
+                and not bool(((response_mask == 0) | (response_mask == 1)).all())
+            )
+        ):
+            raise ValidationError(name, "must hold only 0 and 1")
+
+
+def masked(values: Tensor, response_mask: Tensor, name: str) -> Tensor:
+    """``values`` with every token outside the mask set to 0, in one multiply (a new tensor: the
+    caller's is never written). Its sum is not finite exactly when a token is not (or the sum
+    overflows): only then are the tokens looked at, to name a non-finite one under the mask or, if
+    the culprits lie outside it, to zero them without multiplying (``nan * 0`` is NaN)."""
+    out = values * response_mask
     if not bool(torch.isfinite(out.sum())):
         keep = check_padded(values, response_mask, name)
         out = torch.where(keep, values, 0.0)
@@ -99,12 +115,18 @@ def masked(values: Tensor, response_mask: Tensor, weights: Tensor, name: str) ->
 def _outcome_level(
     token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
 ) -> tuple[Tensor, Tensor, Groups]:
-    """``(0/1 mask in the rewards' dtype, R_i = Σ_t mask_t r_t, groups)``: a conversion, a
-    multiply and a row sum over ``[B, T]``."""
-    check_shapes(token_rewards, response_mask)
-    weights = response_mask.to(token_rewards.dtype)
-    scores = masked(token_rewards, response_mask, weights, "token_level_rewards").sum(-1)
-    return weights, scores, group_index(groups, scores.shape[0])
+    """``(Σ_t mask_t r_t per row, a spare [B, T] buffer, groups)``: one multiply and a row sum."""
+    check_mask(token_rewards, response_mask)
+    product = masked(token_rewards, response_mask, "token_level_rewards")
+    return product.sum(-1), product, group_index(groups, product.shape[0])
+
+
+def _broadcast(per_row: Tensor, response_mask: Tensor, out: Tensor | None = None) -> Tensor:
+    """``per_row[:, None] * mask`` (into ``out`` when given: fresh memory costs more than the
+    multiply)."""
+    if out is None:
+        return per_row.unsqueeze(-1) * response_mask
+    return torch.mul(per_row.unsqueeze(-1), response_mask, out=out)
 
 
 def padded_grpo(
@@ -118,24 +140,24 @@ def padded_grpo(
     """GRPO / Dr.GRPO: ``A_i = (R_i - mean_g R) / (std_g R + eps)`` (``scale=False``: no
     division) with ``R_i = Σ_t mask_t r_t``, broadcast over the row's masked tokens; returns
     ``R_i`` broadcast. A group of one or of equal scores gets 0
-    (``estimators.group.estimate_grpo``). The mask is 0/1 (any nonzero counts as 1)."""
-    weights, scores, index = _outcome_level(token_rewards, response_mask, groups)
+    (``estimators.group.estimate_grpo``). The mask holds 0 and 1 (float, int or bool)."""
+    scores, spare, index = _outcome_level(token_rewards, response_mask, groups)
     if scale:
         advantage = index.zscore(scores, eps, unbiased_std)
     else:
         advantage = (scores - index.mean(scores)[index.index]).masked_fill(
             index.is_constant(scores), 0.0
         )
-    return advantage.unsqueeze(-1) * weights, scores.unsqueeze(-1) * weights
+    return _broadcast(advantage, response_mask, spare), _broadcast(scores, response_mask)
 
 
 def padded_rloo(
     token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
 ) -> tuple[Tensor, Tensor]:
     """RLOO: ``A_i = R_i - mean_{j != i in g} R_j``, broadcast; 0 for a group of one."""
-    weights, scores, index = _outcome_level(token_rewards, response_mask, groups)
+    scores, spare, index = _outcome_level(token_rewards, response_mask, groups)
     advantage = scores - index.leave_one_out_mean(scores)
-    return advantage.unsqueeze(-1) * weights, scores.unsqueeze(-1) * weights
+    return _broadcast(advantage, response_mask, spare), _broadcast(scores, response_mask)
 
 
 def padded_reinforce_pp(
@@ -143,21 +165,16 @@ def padded_reinforce_pp(
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++: ``G_t = Σ_{s ≥ t} γ^(s - t) r_s`` over each row's masked tokens, whitened
     over every masked token of the batch: ``A = (G - mean G) / (std G + eps)``."""
-    check_shapes(token_rewards, response_mask)
-    weights = response_mask.to(token_rewards.dtype)
-    rewards = masked(token_rewards, response_mask, weights, "token_level_rewards")
-    if gamma == 1.0:
-        # a hole's tokens hold 0 and are skipped by any sum: the reverse cumsum of the row is
-        # exact, holes or not
-        returns = rewards.sum(-1, keepdim=True) - rewards.cumsum(-1) + rewards
-    elif is_prefix(weights):
-        returns = _row_scan(rewards, gamma)
+    check_mask(token_rewards, response_mask)
+    rewards = masked(token_rewards, response_mask, "token_level_rewards")
+    if gamma == 1.0 or is_prefix(response_mask):
+        # a hole's tokens hold 0: with gamma 1 they change no sum, so the row scan is exact
+        returns = _row_scan(rewards, gamma).mul_(response_mask)
     else:
-        keep = weights != 0
+        keep = response_mask != 0
         flat = discounted_reverse_cumsum(rewards[keep], _row_segments(keep), gamma)
         returns = _scatter(flat, keep)
-    returns = returns * weights
-    return _whiten_masked(returns, weights, eps), returns
+    return _whiten_masked(returns.clone(), response_mask, eps), returns
 
 
 def padded_gae(
@@ -173,31 +190,30 @@ def padded_gae(
     ``A_t + V_t``; advantages whitened over the batch's masked tokens when ``whiten_advantages``
     (what verl's ``compute_gae_advantage_return`` does; densereward's PPO normalises per
     minibatch instead)."""
-    check_shapes(token_rewards, response_mask)
+    check_mask(token_rewards, response_mask)
     check_shapes(token_rewards, values, "values")
-    weights = response_mask.to(token_rewards.dtype)
-    rewards = masked(token_rewards, response_mask, weights, "token_level_rewards")
-    values = masked(values.to(token_rewards.dtype), response_mask, weights, "values")
-    if is_prefix(weights):
-        following = torch.zeros_like(values)
-        following[:, :-1] = values[:, 1:]  # 0 after a row's last token: its mask ends there
-        advantages = _row_scan(rewards + gamma * following - values, gamma * lam)
+    rewards = masked(token_rewards, response_mask, "token_level_rewards")
+    values = masked(values.to(token_rewards.dtype), response_mask, "values")
+    if is_prefix(response_mask):
+        # V_{t+1}: the next column, 0 after a row's last token (its mask ends there)
+        delta = torch.nn.functional.pad(values[:, 1:], (0, 1))
+        delta.mul_(gamma).add_(rewards).sub_(values)
+        advantages = _row_scan(delta, gamma * lam).mul_(response_mask)
     else:
-        keep = weights != 0
+        keep = response_mask != 0
         segments = _row_segments(keep)
         flat_values = values[keep]
         delta = rewards[keep] + gamma * next_in_segment(flat_values, segments) - flat_values
         advantages = _scatter(discounted_reverse_cumsum(delta, segments, gamma * lam), keep)
-    advantages = advantages * weights
     returns = advantages + values
     if whiten_advantages:
-        advantages = _whiten_masked(advantages, weights, 1e-8)
+        advantages = _whiten_masked(advantages, response_mask, 1e-8)
     return advantages, returns
 
 
-def is_prefix(weights: Tensor) -> bool:
+def is_prefix(response_mask: Tensor) -> bool:
     """Whether every row's mask is a run of ones from the first token (no holes)."""
-    return bool((weights[:, 1:] <= weights[:, :-1]).all())
+    return bool((response_mask[:, 1:] <= response_mask[:, :-1]).all())
 
 
 def _row_scan(x: Tensor, gamma: float) -> Tensor:
@@ -209,12 +225,12 @@ def _row_scan(x: Tensor, gamma: float) -> Tensor:
     return flat.view(rows, width)
 
 
-def _whiten_masked(x: Tensor, weights: Tensor, eps: float) -> Tensor:
-    """``(x - mean) / (std + eps) · mask`` with mean and unbiased std over the masked tokens
-    (``x`` is 0 outside the mask)."""
-    count = weights.sum()
+def _whiten_masked(x: Tensor, response_mask: Tensor, eps: float) -> Tensor:
+    """``(x - mean) / (std + eps) · mask``, in place, with mean and unbiased std over the masked
+    tokens (``x`` is 0 outside the mask)."""
+    count = response_mask.sum().to(x.dtype)
     mean = x.sum() / count
-    centred = (x - mean) * weights
+    centred = x.sub_(mean).mul_(response_mask)
     variance = torch.dot(centred.view(-1), centred.view(-1)) / (count - 1).clamp(min=1)
     return centred.div_(variance.sqrt() + eps)
 
