@@ -84,22 +84,6 @@ def check_shapes(token_rewards: Tensor, response_mask: Tensor, name: str = "resp
         )
 
 
-def check_mask(token_rewards: Tensor, response_mask: Tensor, name: str = "response_mask") -> None:
-    """Shapes agree and the mask holds only 0 and 1 (one reduction, no copy)."""
-    check_shapes(token_rewards, response_mask, name)
-    if response_mask.dtype != torch.bool and response_mask.numel():
-        low, high = torch.aminmax(response_mask)
-        if (
-            float(low) < 0
-            or float(high) > 1
-            or (
-                response_mask.is_floating_point()
-                and not bool(((response_mask == 0) | (response_mask == 1)).all())
-            )
-        ):
-            raise ValidationError(name, "must hold only 0 and 1")
-
-
 def masked(values: Tensor, response_mask: Tensor, name: str) -> Tensor:
     """``values`` with every token outside the mask set to 0, in one multiply (a new tensor: the
     caller's is never written). Its sum is not finite exactly when a token is not (or the sum
@@ -114,19 +98,42 @@ def masked(values: Tensor, response_mask: Tensor, name: str) -> Tensor:
 
 def _outcome_level(
     token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
-) -> tuple[Tensor, Tensor, Groups]:
-    """``(Σ_t mask_t r_t per row, a spare [B, T] buffer, groups)``: one multiply and a row sum."""
-    check_mask(token_rewards, response_mask)
-    product = masked(token_rewards, response_mask, "token_level_rewards")
-    return product.sum(-1), product, group_index(groups, product.shape[0])
+) -> tuple[Tensor, Tensor, Tensor, Groups]:
+    """``(Σ_t mask_t r_t per row, a spare [B, T] buffer, the mask in the rewards' dtype,
+    groups)``: a conversion, one multiply and a row sum. (Every ``[B, T]`` operation runs in one
+    dtype: torch's mixed int/float kernels are ten times slower.)"""
+    weights = mask_weights(token_rewards, response_mask)
+    product = masked(token_rewards, weights, "token_level_rewards")
+    return product.sum(-1), product, weights, group_index(groups, product.shape[0])
 
 
-def _broadcast(per_row: Tensor, response_mask: Tensor, out: Tensor | None = None) -> Tensor:
-    """``per_row[:, None] * mask`` (into ``out`` when given: fresh memory costs more than the
-    multiply)."""
-    if out is None:
-        return per_row.unsqueeze(-1) * response_mask
-    return torch.mul(per_row.unsqueeze(-1), response_mask, out=out)
+def mask_weights(token_rewards: Tensor, response_mask: Tensor) -> Tensor:
+    """The mask in the rewards' dtype after checking it: every ``[B, T]`` operation then runs in
+    one dtype (torch's mixed int/float kernels are ten times slower). A new tensor unless the
+    mask had that dtype already (then it is the caller's, never written)."""
+    check_shapes(token_rewards, response_mask)
+    weights = response_mask.to(token_rewards.dtype)
+    if weights.numel():
+        low, high = torch.aminmax(weights)
+        exact = response_mask.dtype == torch.bool or not response_mask.is_floating_point()
+        if (
+            float(low) < 0
+            or float(high) > 1
+            or (not exact and not bool(((weights == 0) | (weights == 1)).all()))
+        ):
+            raise ValidationError("response_mask", "must hold only 0 and 1")
+    return weights
+
+
+def _outputs(
+    advantage: Tensor, scores: Tensor, spare: Tensor, weights: Tensor, response_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(A_i · mask, R_i · mask)`` written into memory this call already owns (``spare``, and the
+    converted mask when it is not the caller's): fresh memory costs more than the multiply."""
+    advantages = torch.mul(advantage.unsqueeze(-1), weights, out=spare)
+    if weights is response_mask:
+        return advantages, scores.unsqueeze(-1) * weights
+    return advantages, weights.mul_(scores.unsqueeze(-1))
 
 
 def padded_grpo(
@@ -141,23 +148,23 @@ def padded_grpo(
     division) with ``R_i = Σ_t mask_t r_t``, broadcast over the row's masked tokens; returns
     ``R_i`` broadcast. A group of one or of equal scores gets 0
     (``estimators.group.estimate_grpo``). The mask holds 0 and 1 (float, int or bool)."""
-    scores, spare, index = _outcome_level(token_rewards, response_mask, groups)
+    scores, spare, weights, index = _outcome_level(token_rewards, response_mask, groups)
     if scale:
         advantage = index.zscore(scores, eps, unbiased_std)
     else:
         advantage = (scores - index.mean(scores)[index.index]).masked_fill(
             index.is_constant(scores), 0.0
         )
-    return _broadcast(advantage, response_mask, spare), _broadcast(scores, response_mask)
+    return _outputs(advantage, scores, spare, weights, response_mask)
 
 
 def padded_rloo(
     token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
 ) -> tuple[Tensor, Tensor]:
     """RLOO: ``A_i = R_i - mean_{j != i in g} R_j``, broadcast; 0 for a group of one."""
-    scores, spare, index = _outcome_level(token_rewards, response_mask, groups)
+    scores, spare, weights, index = _outcome_level(token_rewards, response_mask, groups)
     advantage = scores - index.leave_one_out_mean(scores)
-    return _broadcast(advantage, response_mask, spare), _broadcast(scores, response_mask)
+    return _outputs(advantage, scores, spare, weights, response_mask)
 
 
 def padded_reinforce_pp(
@@ -165,16 +172,20 @@ def padded_reinforce_pp(
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++: ``G_t = Σ_{s ≥ t} γ^(s - t) r_s`` over each row's masked tokens, whitened
     over every masked token of the batch: ``A = (G - mean G) / (std G + eps)``."""
-    check_mask(token_rewards, response_mask)
-    rewards = masked(token_rewards, response_mask, "token_level_rewards")
-    if gamma == 1.0 or is_prefix(response_mask):
-        # a hole's tokens hold 0: with gamma 1 they change no sum, so the row scan is exact
-        returns = _row_scan(rewards, gamma).mul_(response_mask)
+    weights = mask_weights(token_rewards, response_mask)
+    rewards = masked(token_rewards, weights, "token_level_rewards")
+    if gamma == 1.0:
+        # G_t = r_t + Σ_row r - Σ_{s≤t} r_s; a hole's tokens hold 0 and change no sum
+        running = rewards.cumsum(-1)
+        returns = rewards.sub_(running).add_(running[:, -1:]).mul_(weights)
+        return _whiten_masked(returns, weights, eps, out=running), returns
+    if is_prefix(weights):
+        returns = _row_scan(rewards, gamma).mul_(weights)
     else:
-        keep = response_mask != 0
+        keep = weights != 0
         flat = discounted_reverse_cumsum(rewards[keep], _row_segments(keep), gamma)
         returns = _scatter(flat, keep)
-    return _whiten_masked(returns.clone(), response_mask, eps), returns
+    return _whiten_masked(returns, weights, eps, out=rewards), returns
 
 
 def padded_gae(
@@ -190,30 +201,49 @@ def padded_gae(
     ``A_t + V_t``; advantages whitened over the batch's masked tokens when ``whiten_advantages``
     (what verl's ``compute_gae_advantage_return`` does; densereward's PPO normalises per
     minibatch instead)."""
-    check_mask(token_rewards, response_mask)
     check_shapes(token_rewards, values, "values")
-    rewards = masked(token_rewards, response_mask, "token_level_rewards")
-    values = masked(values.to(token_rewards.dtype), response_mask, "values")
-    if is_prefix(response_mask):
-        # V_{t+1}: the next column, 0 after a row's last token (its mask ends there)
-        delta = torch.nn.functional.pad(values[:, 1:], (0, 1))
-        delta.mul_(gamma).add_(rewards).sub_(values)
-        advantages = _row_scan(delta, gamma * lam).mul_(response_mask)
+    weights = mask_weights(token_rewards, response_mask)
+    values = values.to(token_rewards.dtype)
+    delta = None
+    if is_prefix(weights):
+        # δ_t = r_t + γ V_{t+1} w_{t+1} - V_t, zero outside the mask, built in one buffer
+        delta = torch.empty_like(values)
+        torch.mul(values[:, 1:], weights[:, 1:], out=delta[:, :-1])
+        delta[:, -1] = 0.0
+        delta.mul_(gamma).add_(token_rewards).sub_(values).mul_(weights)
+        if not bool(torch.isfinite(delta.sum())):
+            delta = None  # a non-finite value somewhere: the masked path below names or drops it
+    rewards = masked(token_rewards, weights, "token_level_rewards") if delta is None else None
+    if delta is not None:
+        advantages = _row_scan(delta, gamma * lam)
+        returns = torch.addcmul(advantages, values, weights)
     else:
-        keep = response_mask != 0
+        assert rewards is not None
+        values = masked(values, weights, "values")
+        keep = weights != 0
         segments = _row_segments(keep)
         flat_values = values[keep]
-        delta = rewards[keep] + gamma * next_in_segment(flat_values, segments) - flat_values
-        advantages = _scatter(discounted_reverse_cumsum(delta, segments, gamma * lam), keep)
-    returns = advantages + values
+        flat_delta = rewards[keep] + gamma * next_in_segment(flat_values, segments) - flat_values
+        advantages = _scatter(discounted_reverse_cumsum(flat_delta, segments, gamma * lam), keep)
+        returns = advantages + values
     if whiten_advantages:
-        advantages = _whiten_masked(advantages, response_mask, 1e-8)
+        advantages = _whiten_masked(advantages, weights, 1e-8)
     return advantages, returns
 
 
-def is_prefix(response_mask: Tensor) -> bool:
-    """Whether every row's mask is a run of ones from the first token (no holes)."""
-    return bool((response_mask[:, 1:] <= response_mask[:, :-1]).all())
+def is_prefix(weights: Tensor) -> bool:
+    """Whether every row of a 0/1 mask is a run of ones from the first token (no holes).
+
+    A row with ``n`` ones has ``Σ_t t·w_t ≥ n(n-1)/2``, with equality exactly when the ones are
+    the first ``n`` positions: one matrix-vector product instead of a comparison per token (exact
+    in float32 while the sums stay below 2^24, i.e. rows up to 4096 tokens; longer ones compare).
+    """
+    width = weights.shape[1]
+    if width <= 4096 and weights.dtype in (torch.float32, torch.float64):
+        position = torch.arange(width, dtype=weights.dtype, device=weights.device)
+        count = weights.sum(1)
+        return bool((torch.mv(weights, position) == count * (count - 1) / 2).all())
+    return bool((weights[:, 1:] <= weights[:, :-1]).all())
 
 
 def _row_scan(x: Tensor, gamma: float) -> Tensor:
@@ -225,12 +255,14 @@ def _row_scan(x: Tensor, gamma: float) -> Tensor:
     return flat.view(rows, width)
 
 
-def _whiten_masked(x: Tensor, response_mask: Tensor, eps: float) -> Tensor:
-    """``(x - mean) / (std + eps) · mask``, in place, with mean and unbiased std over the masked
-    tokens (``x`` is 0 outside the mask)."""
+def _whiten_masked(
+    x: Tensor, response_mask: Tensor, eps: float, out: Tensor | None = None
+) -> Tensor:
+    """``(x - mean) / (std + eps) · mask`` with mean and unbiased std over the masked tokens
+    (``x`` is 0 outside the mask), into ``out`` (default: in place)."""
     count = response_mask.sum().to(x.dtype)
     mean = x.sum() / count
-    centred = x.sub_(mean).mul_(response_mask)
+    centred = torch.sub(x, mean, out=x if out is None else out).mul_(response_mask)
     variance = torch.dot(centred.view(-1), centred.view(-1)) / (count - 1).clamp(min=1)
     return centred.div_(variance.sqrt() + eps)
 
