@@ -28,7 +28,13 @@ import torch
 from densereward.core.components import Needs, SignalContext, TextFormat
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.trajectories import GROUP, OUTCOME, VERDICT, Trajectories
-from densereward.models.language import ATTENTION_MASK, INPUT_IDS, PROMPT_WIDTH, encode_prompts
+from densereward.models.language import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    PROMPT_WIDTH,
+    encode_prompts,
+    pad_right,
+)
 from densereward.pipeline import Pipeline, Recipe
 from densereward.signals.functions import load_function
 
@@ -184,12 +190,7 @@ class TextScorer:
         starts = np.r_[0, last_tokens[:-1] + 1]
         starts[first_of_row] = 0
         spans = np.stack([starts, last_tokens + 1], 1)
-        width = max(len(p) for p in pieces)
-        response = torch.full((len(pieces), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(pieces), width), dtype=torch.long)
-        for row, ids in enumerate(pieces):  # tokenization is per string anyway
-            response[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
+        response, mask = pad_right(pieces, tokenizer.pad_token_id)
         episodes: dict[str, torch.Tensor] = {
             INPUT_IDS: torch.cat([prompt_ids, response], 1),
             ATTENTION_MASK: torch.cat([prompt_mask, mask], 1),

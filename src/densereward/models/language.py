@@ -119,6 +119,17 @@ def encode_prompts(
     return encoded["input_ids"], encoded["attention_mask"]
 
 
+def pad_right(pieces: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """Token lists right-padded into ``[B, width]`` ids and a 0/1 mask (int64)."""
+    width = max(len(p) for p in pieces)
+    response = torch.full((len(pieces), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(pieces), width), dtype=torch.long)
+    for row, ids in enumerate(pieces):  # tokenization is per string anyway
+        response[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return response, mask
+
+
 def encode_rows(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str]
 ) -> Rows:
@@ -126,12 +137,7 @@ def encode_rows(
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     eos = tokenizer.eos_token or ""
     pieces = [tokenizer(r + eos, add_special_tokens=False)["input_ids"] for r in responses]
-    width = max(len(p) for p in pieces)
-    response = torch.full((len(pieces), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(pieces), width), dtype=torch.long)
-    for row, ids in enumerate(pieces):  # tokenization is per string anyway
-        response[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
+    response, mask = pad_right(pieces, tokenizer.pad_token_id)
     return Rows(
         torch.cat([prompt_ids, response], 1),
         torch.cat([prompt_mask, mask], 1),
