@@ -32,6 +32,7 @@ from densereward.estimators import (
     estimate_rloo,
     estimate_step_grpo,
 )
+from densereward.estimators.step_grpo import StepGRPO
 
 GAMMA, LAM = 0.99, 0.95
 
@@ -235,6 +236,7 @@ def against_verl(batch: Trajectories, width: int, repeats: int) -> None:
         print("\nverl is not installed: no comparison with verl (pip install 'densereward[verl]')")
         return
     from densereward.adapters.padded import (
+        padded_estimate,
         padded_gae,
         padded_grpo,
         padded_reinforce_pp,
@@ -246,6 +248,10 @@ def against_verl(batch: Trajectories, width: int, repeats: int) -> None:
     mask = mask.long()  # verl's response_mask is an integer tensor
     index = np.array([f"uid-{g}" for g in batch.episodes["group"].tolist()], dtype=object)
     config = OmegaConf.create({"gamma": 1.0})
+    step_grpo = StepGRPO()
+    sparse = rewards * (
+        torch.rand(rewards.shape, generator=torch.Generator().manual_seed(0)) < 0.02
+    )
     vectorized_grpo = lambda: core_algos.compute_grpo_vectorized_outcome_advantage(  # noqa: E731
         rewards, mask, index
     )
@@ -275,6 +281,18 @@ def against_verl(batch: Trajectories, width: int, repeats: int) -> None:
             lambda: padded_reinforce_pp(rewards, mask),
             "reinforce_plus_plus",
             lambda: core_algos.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, config),
+        ),
+        (
+            "step_grpo 2%",  # densereward_step_grpo, 2% of tokens end a step
+            lambda: padded_estimate(step_grpo, sparse, mask, index),
+            "grpo_vectorized",
+            vectorized_grpo,
+        ),
+        (
+            "step_grpo all",  # every token a step: the worst case
+            lambda: padded_estimate(step_grpo, rewards, mask, index),
+            "grpo_vectorized",
+            vectorized_grpo,
         ),
         (
             "gae",

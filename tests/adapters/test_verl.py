@@ -280,7 +280,7 @@ def test_zero_step_rewards_keep_their_boundary() -> None:
     batch, _, step_of_token = adapter.padded_estimate.__globals__["step_trajectories"](
         tensor, torch.ones(1, 4, dtype=torch.long)
     )
-    assert batch.lengths.tolist() == [2] and step_of_token.tolist() == [0, 0, 1, 1]
+    assert batch.lengths.tolist() == [2] and step_of_token.tolist() == [[0, 0, 1, 1]]
 
 
 def _grade(prompts: list[str], responses: list[str], labels: list[object]) -> list[float]:

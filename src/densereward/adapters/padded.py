@@ -269,9 +269,10 @@ def _whiten_masked(
 
 def step_boundaries(token_rewards: Tensor, keep: Tensor) -> Tensor:
     """``[B, T]`` bool: the tokens where a step ends (see the module docstring)."""
-    following = torch.zeros_like(keep)
-    following[:, :-1] = keep[:, 1:]
-    return keep & ((token_rewards != 0) | ~following)
+    ends = token_rewards != 0
+    ends[:, :-1] |= ~keep[:, 1:]  # the next token is not the response's: a turn (or row) ends
+    ends[:, -1] = True
+    return ends.logical_and_(keep)
 
 
 def step_trajectories(
@@ -281,20 +282,25 @@ def step_trajectories(
     reward: str = "reward",
 ) -> tuple[Trajectories, Tensor, Tensor]:
     """The step-level batch of a token row layout: one step per step-end token, its reward in the
-    step column ``reward``; also ``keep`` (the bool mask) and the step of every masked token
-    (flat, in row order), to spread step values back onto tokens."""
-    keep = check_padded(token_rewards, response_mask)
-    ends = step_boundaries(token_rewards, keep)
-    flat_ends = ends[keep]
-    step_of_token = torch.cumsum(flat_ends, 0) - flat_ends.long()
-    counts = ends.sum(1)
-    offsets = torch.zeros(keep.shape[0] + 1, dtype=torch.int64, device=keep.device)
-    torch.cumsum(counts, 0, out=offsets[1:])
+    step column ``reward``; also the mask in the rewards' dtype and, for every token ``[B, T]``,
+    the step it belongs to (the number of step ends before it in row-major order: right for every
+    masked token, meaningless elsewhere), to spread step values back onto tokens without leaving
+    the padded layout."""
+    weights = mask_weights(token_rewards, response_mask)
+    rewards = masked(token_rewards, weights, "token_level_rewards")
+    ends = step_boundaries(rewards, weights != 0)
+    flat_ends = ends.view(-1)
+    # the step of token t is the number of step ends before it: the running count, shifted
+    index_dtype = torch.int32 if flat_ends.numel() < 2**31 else torch.int64
+    running = torch.cumsum(flat_ends, 0, dtype=index_dtype)
+    step_of_token = torch.nn.functional.pad(running[:-1], (1, 0)).view(ends.shape)
+    offsets = torch.zeros(ends.shape[0] + 1, dtype=torch.int64, device=ends.device)
+    torch.cumsum(ends.sum(1), 0, out=offsets[1:])
     episodes = {}
     if groups is not None:
-        episodes[GROUP] = group_index(groups, keep.shape[0]).index
-    batch = Trajectories(offsets, {reward: token_rewards[ends]}, episodes, trusted=True)
-    return batch, keep, step_of_token
+        episodes[GROUP] = group_index(groups, ends.shape[0]).index
+    batch = Trajectories(offsets, {reward: rewards.view(-1)[flat_ends]}, episodes, trusted=True)
+    return batch, weights, step_of_token
 
 
 def padded_estimate(
@@ -306,15 +312,20 @@ def padded_estimate(
 ) -> tuple[Tensor, Tensor]:
     """Any registered estimator on the step-level batch of ``token_rewards``; every token gets the
     advantage and return of the step it belongs to."""
-    batch, keep, step_of_token = step_trajectories(token_rewards, response_mask, groups, reward)
+    batch, weights, step_of_token = step_trajectories(token_rewards, response_mask, groups, reward)
+    if batch.num_steps == 0:  # nothing under the mask
+        return torch.zeros_like(weights), torch.zeros_like(weights)
     estimate = estimator(batch)
-    advantages = estimate.advantages.to(token_rewards.dtype)[step_of_token]
-    returns = estimate.returns.to(token_rewards.dtype)[step_of_token]
+    advantages = estimate.advantages.to(weights.dtype)
     if estimate.keep is not None:  # a selecting estimator (PROF): dropped rows get no advantage
-        advantages = (
-            advantages * estimate.keep.to(advantages.dtype)[batch.segments.ids][step_of_token]
-        )
-    return _scatter(advantages, keep), _scatter(returns, keep)
+        advantages = advantages * estimate.keep.to(advantages.dtype)[batch.segments.ids]
+    # tokens after a row's last step point one past the end: clamped, then zeroed by the mask
+    index = step_of_token.clamp_(max=batch.num_steps - 1).view(-1)
+    returns = estimate.returns.to(weights.dtype)
+    return (
+        torch.index_select(advantages, 0, index).view(weights.shape).mul_(weights),
+        torch.index_select(returns, 0, index).view(weights.shape).mul_(weights),
+    )
 
 
 def _row_segments(keep: Tensor) -> Segments:
