@@ -147,3 +147,8 @@ def test_non_finite_outside_the_mask_is_ignored_and_inputs_are_untouched() -> No
     )
     with pytest.raises(ValidationError, match="index"):
         padded_grpo(rewards, mask, ["a"])
+
+
+def test_a_group_estimator_without_groups_says_so() -> None:
+    with pytest.raises(ValidationError, match="one group label per row"):
+        padded_grpo(torch.ones(2, 2), torch.ones(2, 2), None)

@@ -58,8 +58,10 @@ def check_padded(
     return keep
 
 
-def group_index(groups: Sequence[Any] | np.ndarray | Tensor, rows: int) -> Groups:
+def group_index(groups: Sequence[Any] | np.ndarray | Tensor | None, rows: int) -> Groups:
     """``Groups`` from one label per row (strings, as verl's ``uid``, or integers)."""
+    if groups is None:
+        raise ValidationError("index", "a group estimator needs one group label per row (uid)")
     if isinstance(groups, Tensor):
         labels = groups
     else:
@@ -97,7 +99,9 @@ def masked(values: Tensor, response_mask: Tensor, name: str) -> Tensor:
 
 
 def _outcome_level(
-    token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
+    token_rewards: Tensor,
+    response_mask: Tensor,
+    groups: Sequence[Any] | np.ndarray | Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor, Groups]:
     """``(Σ_t mask_t r_t per row, a spare [B, T] buffer, the mask in the rewards' dtype,
     groups)``: a conversion, one multiply and a row sum. (Every ``[B, T]`` operation runs in one
@@ -139,7 +143,7 @@ def _outputs(
 def padded_grpo(
     token_rewards: Tensor,
     response_mask: Tensor,
-    groups: Sequence[Any] | np.ndarray | Tensor,
+    groups: Sequence[Any] | np.ndarray | Tensor | None,
     eps: float = 1e-6,
     scale: bool = True,
     unbiased_std: bool = True,
@@ -159,7 +163,9 @@ def padded_grpo(
 
 
 def padded_rloo(
-    token_rewards: Tensor, response_mask: Tensor, groups: Sequence[Any] | np.ndarray | Tensor
+    token_rewards: Tensor,
+    response_mask: Tensor,
+    groups: Sequence[Any] | np.ndarray | Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """RLOO: ``A_i = R_i - mean_{j != i in g} R_j``, broadcast; 0 for a group of one."""
     scores, spare, weights, index = _outcome_level(token_rewards, response_mask, groups)

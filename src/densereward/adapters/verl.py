@@ -94,7 +94,7 @@ def _refuse_kl_in_reward(config: Any, estimator: str) -> None:
 def grpo_advantage(
     token_level_rewards: Tensor,
     response_mask: Tensor,
-    index: np.ndarray,
+    index: np.ndarray | None = None,
     config: Any = None,
     **_: Any,
 ) -> tuple[Tensor, Tensor]:
@@ -113,7 +113,7 @@ def grpo_advantage(
 def rloo_advantage(
     token_level_rewards: Tensor,
     response_mask: Tensor,
-    index: np.ndarray,
+    index: np.ndarray | None = None,
     config: Any = None,
     **_: Any,
 ) -> tuple[Tensor, Tensor]:
@@ -136,7 +136,7 @@ def reinforce_pp_advantage(
 def step_grpo_advantage(
     token_level_rewards: Tensor,
     response_mask: Tensor,
-    index: np.ndarray,
+    index: np.ndarray | None = None,
     config: Any = None,
     **_: Any,
 ) -> tuple[Tensor, Tensor]:
