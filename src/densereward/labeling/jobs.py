@@ -510,10 +510,18 @@ def _run_on_ray(
                 num_cpus=1,
                 max_restarts=0,
             )
-        for row in dataset.iter_rows():
-            if row["error"]:
-                raise DenseRewardError(row["error"])
-            yield ShardRecord(**json.loads(row["record"])), bytes(row["data"])
+        rows = iter(dataset.iter_rows())
+        try:
+            for row in rows:
+                if row["error"]:
+                    raise DenseRewardError(row["error"])
+                yield ShardRecord(**json.loads(row["record"])), bytes(row["data"])
+        finally:
+            # stop Ray Data's executor thread first: if it polls Ray after ray.shutdown(), Ray
+            # ends the whole process ("the core worker has already been shutdown"), exit code 1
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
     finally:
         ray.shutdown()
 
