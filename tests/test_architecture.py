@@ -25,6 +25,7 @@ ALLOWED = {
     "worlds": {"core", "io", "models", "labeling", "evaluation", "pipeline", "trainers"},
     "runs": {"core", "io", "pipeline", "evaluation", "worlds"},
     "adapters": {"core", "io", "models", "signals", "transforms", "estimators", "pipeline"},
+    "judges": {"core", "models", "adapters"},
     "cli": {"core", "io", "pipeline", "runs", "evaluation", "adapters"},
 }
 

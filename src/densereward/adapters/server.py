@@ -126,6 +126,24 @@ class Batcher:
         self._worker.shutdown(wait=True)
 
 
+def refusing_app(title: str, description: str, close: Callable[[], None]) -> FastAPI:
+    """A FastAPI app whose :class:`Refusal` becomes its status and ``{"detail": one line}``, and
+    which calls ``close`` when it shuts down (the worker that owns the model or scorer)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        close()
+
+    app = FastAPI(title=title, description=description, lifespan=lifespan)
+
+    @app.exception_handler(Refusal)
+    async def refused(request: Request, error: Refusal) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status)
+
+    return app
+
+
 def make_app(
     scorer: TextScorer,
     *,
@@ -144,21 +162,11 @@ def make_app(
     if max_batch < 1:
         raise ConfigError("max_batch", f"must be >= 1, got {max_batch}")
     batcher = Batcher(scorer, max_batch, join)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        batcher.close()
-
-    app = FastAPI(
-        title="densereward",
-        description=f"Step rewards of recipe '{scorer.recipe.name}' (OpenRLHF's protocol).",
-        lifespan=lifespan,
+    app = refusing_app(
+        "densereward",
+        f"Step rewards of recipe '{scorer.recipe.name}' (OpenRLHF's protocol).",
+        batcher.close,
     )
-
-    @app.exception_handler(Refusal)
-    async def refused(request: Request, error: Refusal) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, status_code=error.status)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
