@@ -15,7 +15,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,12 +26,13 @@ import pytest
 import torch
 
 from densereward.adapters.openrlhf import split_queries
-from densereward.adapters.server import bind, make_app
+from densereward.adapters.server import make_app
 from densereward.adapters.text import TextScorer
 from densereward.models.language import build_causal_lm
 from densereward.models.prm import ProcessRewardModel
 from densereward.worlds.reasoning.tasks import Difficulty, TaskSpec, sample_problems
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
+from tests.servers import running
 
 openrlhf_agent = pytest.importorskip("openrlhf.utils.agent")
 uvicorn = pytest.importorskip("uvicorn")
@@ -135,19 +135,9 @@ def scorer_for(files: Files) -> TextScorer:
 @pytest.fixture(scope="module")
 def url(files: Files) -> Iterator[str]:
     scorer = scorer_for(files)
-    sock = bind("127.0.0.1", 0)
     app = make_app(scorer, max_request_bytes=MAX_BYTES, max_batch=MAX_BATCH)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with running(app, timeout_graceful_shutdown=None) as base:
+        yield base
     scorer.close()
 
 

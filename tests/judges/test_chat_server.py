@@ -13,23 +13,19 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import torch
-from fastapi import FastAPI
 
-from densereward.adapters.server import bind
 from densereward.judges.chat_server import make_chat_app
 from densereward.models.language import build_causal_lm
 from densereward.worlds.reasoning.tokenizer import build_tokenizer
+from tests.servers import running
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -45,25 +41,6 @@ FALLBACK = "<bos>user: 1+2=?\nassistant: "
 
 def build_model(tokenizer: Any) -> Any:
     return build_causal_lm(tokenizer, layers=1, width=32, heads=2, seed=MODEL_SEED).eval()
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL."""
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
