@@ -469,8 +469,8 @@ def serve(
         raise DenseRewardError(
             f"serve needs {error.name}: pip install 'densereward[serve]'"
         ) from None
-    from densereward.adapters.openrlhf import load_scorer
     from densereward.adapters.server import serve as serve_scorer
+    from densereward.adapters.text import TextScorer
 
     if not 0 <= port <= 65535:
         raise DenseRewardError(f"--port: must be in 0..65535, got {port}")
@@ -492,7 +492,7 @@ def serve(
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # stderr keeps to errors: one line each
-    scorer = load_scorer(
+    scorer = TextScorer.from_files(
         resolve_recipe(recipe), tokenizer, models=models, outcome=outcome, step_tag=tag
     )
 

@@ -36,7 +36,6 @@ import torch
 from densereward.adapters.text import OutcomeFunction, TextScorer
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.pipeline import Recipe
-from densereward.signals.functions import load_function
 
 RewardFunc = Callable[..., dict[str, Any]]
 """OpenRLHF's local form: ``reward_func(queries, prompts, labels, **kw) -> {"rewards": Tensor[B],
@@ -266,7 +265,9 @@ def make_reward_func(
     number). OpenRLHF calls it from many threads at once (``asyncio.to_thread``, one sample per
     call); the calls are joined into batches (``JoiningScorer``).
     """
-    scorer = load_scorer(recipe, tokenizer, models=models, outcome=outcome, step_tag=step_tag)
+    scorer = TextScorer.from_files(
+        recipe, tokenizer, models=models, outcome=outcome, step_tag=step_tag
+    )
     joined = JoiningScorer(scorer, max_batch)
 
     def reward_func(
@@ -293,32 +294,3 @@ def make_reward_func(
 
     reward_func.scorer = scorer  # type: ignore[attr-defined]
     return reward_func
-
-
-def load_scorer(
-    recipe: str | Path | Recipe,
-    tokenizer: str | Path | Any,
-    *,
-    models: Mapping[str, str | Path | Any] | None = None,
-    outcome: str | OutcomeFunction | None = None,
-    step_tag: str = "\n",
-) -> TextScorer:
-    """A ``TextScorer`` from files or from loaded objects, each argument either way."""
-    if isinstance(recipe, (str, Path)):
-        recipe = Recipe.from_yaml(recipe)
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ConfigError("tokenizer", f"cannot load {tokenizer}: {error}") from None
-    loaded = {}
-    for name, model in (models or {}).items():
-        if isinstance(model, (str, Path)):
-            from densereward.models.prm import ProcessRewardModel
-
-            model = ProcessRewardModel.from_pretrained(model)
-        loaded[name] = model
-    grade = load_function(outcome, "outcome") if isinstance(outcome, str) else outcome
-    return TextScorer(recipe, tokenizer, step_tag=step_tag, models=loaded, outcome=grade)

@@ -290,10 +290,30 @@ def serve(
     is harmless). ``on_ready(host, port)`` is called once the socket listens (``port=0`` picks a
     free port).
     """
+    try:
+        run_app(
+            make_app(scorer, max_request_bytes=max_request_bytes, max_batch=max_batch),
+            host,
+            port,
+            log_level,
+            on_ready,
+        )
+    finally:
+        scorer.close()
+
+
+def run_app(
+    app: FastAPI,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Run ``app`` with uvicorn on ``host:port`` until SIGINT or SIGTERM; both end it gracefully
+    and return normally (see :func:`serve`). ``port=0`` picks a free port."""
     import uvicorn
 
     sock = bind(host, port)
-    app = make_app(scorer, max_request_bytes=max_request_bytes, max_batch=max_batch)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
 
     def stop(number: int, frame: Any) -> None:
@@ -311,4 +331,3 @@ def serve(
         for number, handler in previous.items():
             signal.signal(number, handler)
         sock.close()
-        scorer.close()

@@ -118,34 +118,40 @@ class TextScorer:
 
     @staticmethod
     def from_files(
-        recipe: str | Path,
-        tokenizer: str | Path,
+        recipe: str | Path | Recipe,
+        tokenizer: str | Path | Any,
         *,
-        models: Mapping[str, str | Path] | None = None,
-        outcome: str | None = None,
+        models: Mapping[str, str | Path | Any] | None = None,
+        outcome: str | OutcomeFunction | None = None,
         step_tag: str = "\n",
         answer_mark: str = "#",
     ) -> TextScorer:
         """From a recipe file, a tokenizer folder, process-reward-model folders (by the name the
-        recipe's signals use) and an outcome function's import path (``module:function``)."""
-        from transformers import AutoTokenizer
+        recipe's signals use) and an outcome function's import path (``module:function``); each
+        may also be the loaded object (a ``Recipe``, a tokenizer, a model, a callable)."""
+        if isinstance(recipe, (str, Path)):
+            recipe = Recipe.from_yaml(recipe)
+        if isinstance(tokenizer, (str, Path)):
+            from transformers import AutoTokenizer
 
-        from densereward.models.prm import ProcessRewardModel
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+            except (OSError, ValueError) as error:
+                raise ConfigError("tokenizer", f"cannot load {tokenizer}: {error}") from None
+        loaded = {}
+        for name, model in (models or {}).items():
+            if isinstance(model, (str, Path)):
+                from densereward.models.prm import ProcessRewardModel
 
-        try:
-            loaded_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ConfigError("tokenizer", f"cannot load {tokenizer}: {error}") from None
-        loaded = {
-            name: ProcessRewardModel.from_pretrained(path) for name, path in (models or {}).items()
-        }
+                model = ProcessRewardModel.from_pretrained(model)
+            loaded[name] = model
         return TextScorer(
-            Recipe.from_yaml(recipe),
-            loaded_tokenizer,
+            recipe,
+            tokenizer,
             step_tag=step_tag,
             answer_mark=answer_mark,
             models=loaded,
-            outcome=load_function(outcome, "outcome") if outcome else None,
+            outcome=load_function(outcome, "outcome") if isinstance(outcome, str) else outcome,
         )
 
     def close(self) -> None:

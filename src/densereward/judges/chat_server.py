@@ -46,9 +46,7 @@ dropped), 400 for a prompt the template refuses or that does not fit the model's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -62,7 +60,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from densereward.adapters.server import Refusal, bind, one_line, read_body, refusing_app
+from densereward.adapters.server import Refusal, one_line, read_body, refusing_app, run_app
 from densereward.core.errors import ConfigError
 from densereward.models.language import cache_keyword, encode_prompts
 
@@ -420,6 +418,26 @@ class ModelWorker:
         self._worker.shutdown(wait=True)
 
 
+def _envelope(
+    prefix: str,
+    kind: str,
+    model_name: str,
+    choices: list[dict[str, Any]],
+    prompt_tokens: int,
+    samples: Sequence[Sample],
+) -> dict[str, Any]:
+    """OpenAI's reply around ``choices``: a fresh ``id``, ``object``, ``created``, ``model``,
+    ``usage``."""
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": choices,
+        "usage": _usage(prompt_tokens, samples),
+    }
+
+
 def _usage(prompt_tokens: int, samples: Sequence[Sample]) -> dict[str, int]:
     completion = sum(s.generated for s in samples)
     return {
@@ -522,14 +540,7 @@ def make_chat_app(
             }
             for i, s in enumerate(samples)
         ]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": choices,
-            "usage": _usage(prompt_tokens, samples),
-        }
+        return _envelope("chatcmpl", "chat.completion", model_name, choices, prompt_tokens, samples)
 
     @app.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
     async def complete(request: Request) -> dict[str, Any]:
@@ -548,14 +559,7 @@ def make_chat_app(
             }
             for i, s in enumerate(samples)
         ]
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": choices,
-            "usage": _usage(prompt_tokens, samples),
-        }
+        return _envelope("cmpl", "text_completion", model_name, choices, prompt_tokens, samples)
 
     return app
 
@@ -577,30 +581,16 @@ def serve_chat(
     Either signal shuts down gracefully (requests in flight are answered) and returns normally;
     ``on_ready(host, port)`` is called once the socket listens (``port=0`` picks a free port).
     """
-    import uvicorn
-
-    sock = bind(host, port)
-    app = make_chat_app(
-        model,
-        tokenizer,
-        model_name=model_name,
-        max_request_bytes=max_request_bytes,
-        max_new_tokens_limit=max_new_tokens_limit,
+    run_app(
+        make_chat_app(
+            model,
+            tokenizer,
+            model_name=model_name,
+            max_request_bytes=max_request_bytes,
+            max_new_tokens_limit=max_new_tokens_limit,
+        ),
+        host,
+        port,
+        log_level,
+        on_ready,
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
-
-    def stop(number: int, frame: Any) -> None:
-        server.should_exit = True
-
-    previous: dict[signal.Signals, Any] = {}
-    try:
-        with contextlib.suppress(ValueError):  # not the main thread: uvicorn skips signals too
-            for number in (signal.SIGINT, signal.SIGTERM):
-                previous[number] = signal.signal(number, stop)
-        if on_ready is not None:
-            on_ready(host, sock.getsockname()[1])
-        server.run(sockets=[sock])
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        sock.close()
