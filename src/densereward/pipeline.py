@@ -28,7 +28,7 @@ from torch import Tensor
 import densereward.estimators
 import densereward.signals
 import densereward.transforms  # noqa: F401
-from densereward.core.components import Estimator, Needs, SignalContext
+from densereward.core.components import Estimate, Estimator, Needs, SignalContext
 from densereward.core.errors import ConfigError, NonFiniteError, ValidationError
 from densereward.core.registry import build, lookup
 from densereward.core.trajectories import VERDICT, Trajectories
@@ -334,10 +334,8 @@ class Pipeline:
         """Signals, transforms and estimator; advantages and returns are finite (in ``dtype``
         too, when given: see :meth:`transform`)."""
         batch, diagnostics = self.transform(batch, iteration, dtype)
-        estimate = self.estimator(batch)
+        estimate = checked_estimate(self.estimator, batch, dtype)
         stage = f"estimator {self.estimator.component_name}"
-        _check_finite(batch, stage, "advantage", estimate.advantages, True, dtype)
-        _check_finite(batch, stage, "return", estimate.returns, True, dtype)
         diagnostics.append(_summarize(stage, "advantage", estimate.advantages))
         diagnostics.append(_summarize(stage, "return", estimate.returns))
         out = batch.with_steps(advantage=estimate.advantages, **{"return": estimate.returns})
@@ -347,6 +345,20 @@ class Pipeline:
         return PipelineResult(
             out, estimate.advantages, estimate.returns, diagnostics, estimate.keep
         )
+
+
+def checked_estimate(
+    estimator: Estimator, batch: Trajectories, dtype: torch.dtype | None = None
+) -> Estimate:
+    """``estimator(batch)``, its advantages and returns refused when not finite (in ``dtype``
+    too, when given): a :class:`NonFiniteError` naming the estimator, the trajectory and the
+    step. Every caller that runs an estimator outside a :class:`Pipeline` (the trainer adapters)
+    goes through this."""
+    estimate = estimator(batch)
+    stage = f"estimator {getattr(estimator, 'component_name', type(estimator).__name__)}"
+    _check_finite(batch, stage, "advantage", estimate.advantages, True, dtype)
+    _check_finite(batch, stage, "return", estimate.returns, True, dtype)
+    return estimate
 
 
 def _check_finite(

@@ -152,3 +152,13 @@ def test_non_finite_outside_the_mask_is_ignored_and_inputs_are_untouched() -> No
 def test_a_group_estimator_without_groups_says_so() -> None:
     with pytest.raises(ValidationError, match="one group label per row"):
         padded_grpo(torch.ones(2, 2), torch.ones(2, 2), None)
+
+
+def test_an_estimate_that_overflows_is_refused_naming_the_estimator() -> None:
+    """Finite rewards whose returns overflow float32 (3e38 + 3e38) never reach a trainer."""
+    from densereward.core.errors import NonFiniteError
+
+    rewards = torch.tensor([[3e38, 0.0, 3e38], [1.0, 0.0, 2.0]])
+    estimator = build("estimator", {"kind": "step_grpo", "process": "reward"})
+    with pytest.raises(NonFiniteError, match=r"estimator step_grpo produced .*inf"):
+        padded_estimate(estimator, rewards, torch.ones(2, 3), ["a", "a"])

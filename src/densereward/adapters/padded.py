@@ -38,6 +38,7 @@ from densereward.core.segments import (
     next_in_segment,
 )
 from densereward.core.trajectories import GROUP, Trajectories
+from densereward.pipeline import checked_estimate
 
 ZERO_STEP_REWARD = float(torch.finfo(torch.float32).tiny)
 """How a step-end token whose step earned exactly 0 is written, so that it still ends a step."""
@@ -321,7 +322,7 @@ def padded_estimate(
     batch, weights, step_of_token = step_trajectories(token_rewards, response_mask, groups, reward)
     if batch.num_steps == 0:  # nothing under the mask
         return torch.zeros_like(weights), torch.zeros_like(weights)
-    estimate = estimator(batch)
+    estimate = checked_estimate(estimator, batch)
     advantages = estimate.advantages.to(weights.dtype)
     if estimate.keep is not None:  # a selecting estimator (PROF): dropped rows get no advantage
         advantages = advantages * estimate.keep.to(advantages.dtype)[batch.segments.ids]

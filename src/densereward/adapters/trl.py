@@ -53,7 +53,7 @@ from densereward.models.language import (
     pad_right,
 )
 from densereward.models.prm import ProcessRewardModel, train_prm
-from densereward.pipeline import Recipe
+from densereward.pipeline import Recipe, checked_estimate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -388,7 +388,7 @@ class DenseRewardGRPOTrainer(GRPOTrainer):
         """The estimator over the whole generation batch; returns it and where this process's
         steps start in it."""
         if self.accelerator.num_processes == 1:
-            estimate = self.estimator(local)
+            estimate = checked_estimate(self.estimator, local, torch.float32)
             out = local.with_steps(advantage=estimate.advantages)
             if estimate.keep is not None:
                 out = out.with_episodes(keep=estimate.keep)
@@ -414,7 +414,7 @@ class DenseRewardGRPOTrainer(GRPOTrainer):
             },
             trusted=True,
         )
-        estimate = self.estimator(whole)
+        estimate = checked_estimate(self.estimator, whole, torch.float32)
         out = whole.with_steps(advantage=estimate.advantages)
         if estimate.keep is not None:
             out = out.with_episodes(keep=estimate.keep)
