@@ -162,3 +162,19 @@ def test_an_estimate_that_overflows_is_refused_naming_the_estimator() -> None:
     estimator = build("estimator", {"kind": "step_grpo", "process": "reward"})
     with pytest.raises(NonFiniteError, match=r"estimator step_grpo produced .*inf"):
         padded_estimate(estimator, rewards, torch.ones(2, 3), ["a", "a"])
+
+
+def test_sums_that_overflow_are_refused_by_every_padded_estimator() -> None:
+    from densereward.core.errors import NonFiniteError
+
+    rewards = torch.tensor([[1.0, 0.0, 2.0], [3e38, 3e38, 3e38]])
+    mask = torch.ones(2, 3)
+    for call in (
+        lambda: padded_grpo(rewards, mask, ["a", "a"]),
+        lambda: padded_rloo(rewards, mask, ["a", "a"]),
+        lambda: padded_reinforce_pp(rewards, mask),
+        lambda: padded_reinforce_pp(rewards, mask, 0.9),
+        lambda: padded_gae(rewards, torch.zeros_like(rewards), mask, 0.99, 0.95),
+    ):
+        with pytest.raises(NonFiniteError, match="row 1: the rewards' sums overflow"):
+            call()

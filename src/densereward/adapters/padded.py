@@ -22,7 +22,7 @@ row is still the response's total reward.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from densereward.core.components import Estimator
-from densereward.core.errors import ValidationError
+from densereward.core.errors import NonFiniteError, ValidationError
 from densereward.core.segments import (
     Groups,
     Segments,
@@ -87,6 +87,21 @@ def check_shapes(token_rewards: Tensor, response_mask: Tensor, name: str = "resp
         )
 
 
+def check_outputs(rewards: Callable[[], Tensor], *outputs: Tensor) -> None:
+    """Every output finite (one sum each; ``rewards`` is evaluated only to name a row): finite rewards can still overflow a sum or a return
+    (3e38 + 3e38 in float32), and nothing non-finite may reach a policy loss. The row named is
+    the first whose absolute rewards sum past the dtype's range (a return can only overflow
+    there; the blocked scan may carry the resulting NaN into neighbouring rows)."""
+    for output in outputs:
+        if not bool(torch.isfinite(output.sum())):
+            overflowing = ~torch.isfinite(rewards().abs().sum(-1))
+            row = int(torch.nonzero(overflowing)[0, 0]) if bool(overflowing.any()) else 0
+            raise NonFiniteError(
+                "token_level_rewards",
+                f"row {row}: the rewards' sums overflow {str(output.dtype).replace('torch.', '')}",
+            )
+
+
 def masked(values: Tensor, response_mask: Tensor, name: str) -> Tensor:
     """``values`` with every token outside the mask set to 0, in one multiply (a new tensor: the
     caller's is never written). Its sum is not finite exactly when a token is not (or the sum
@@ -109,7 +124,9 @@ def _outcome_level(
     dtype: torch's mixed int/float kernels are ten times slower.)"""
     weights = mask_weights(token_rewards, response_mask)
     product = masked(token_rewards, weights, "token_level_rewards")
-    return product.sum(-1), product, weights, group_index(groups, product.shape[0])
+    scores = product.sum(-1)
+    check_outputs(lambda: product, scores)
+    return scores, product, weights, group_index(groups, product.shape[0])
 
 
 def mask_weights(token_rewards: Tensor, response_mask: Tensor) -> Tensor:
@@ -184,7 +201,9 @@ def padded_reinforce_pp(
     if gamma == 1.0:
         # G_t = r_t + Σ_row r - Σ_{s≤t} r_s; a hole's tokens hold 0 and change no sum
         running = rewards.cumsum(-1)
+        check_outputs(lambda: running, running)  # the row totals are its last column
         returns = rewards.sub_(running).add_(running[:, -1:]).mul_(weights)
+        check_outputs(lambda: running, returns)
         return _whiten_masked(returns, weights, eps, out=running), returns
     if is_prefix(weights):
         returns = _row_scan(rewards, gamma).mul_(weights)
@@ -192,6 +211,7 @@ def padded_reinforce_pp(
         keep = weights != 0
         flat = discounted_reverse_cumsum(rewards[keep], _row_segments(keep), gamma)
         returns = _scatter(flat, keep)
+    check_outputs(lambda: rewards, returns)
     return _whiten_masked(returns, weights, eps, out=rewards), returns
 
 
@@ -233,6 +253,7 @@ def padded_gae(
         flat_delta = rewards[keep] + gamma * next_in_segment(flat_values, segments) - flat_values
         advantages = _scatter(discounted_reverse_cumsum(flat_delta, segments, gamma * lam), keep)
         returns = advantages + values
+    check_outputs(lambda: token_rewards * weights, advantages, returns)
     if whiten_advantages:
         advantages = _whiten_masked(advantages, weights, 1e-8)
     return advantages, returns
