@@ -17,7 +17,8 @@ ALLOWED = {
     "estimators": {"core"},
     "transforms": {"core"},
     "io": {"core"},
-    "signals": {"core", "models"},
+    "sandbox": {"core"},
+    "signals": {"core", "models", "sandbox"},
     "evaluation": {"core", "io"},
     "labeling": {"core", "io", "signals", "models"},
     "pipeline": {"core", "signals", "transforms", "estimators"},
@@ -26,7 +27,7 @@ ALLOWED = {
     "runs": {"core", "io", "pipeline", "evaluation", "worlds"},
     "adapters": {"core", "io", "models", "signals", "transforms", "estimators", "pipeline"},
     "judges": {"core", "models", "adapters"},
-    "cli": {"core", "io", "pipeline", "runs", "evaluation", "adapters"},
+    "cli": {"core", "io", "pipeline", "runs", "evaluation", "adapters", "sandbox"},
 }
 
 
