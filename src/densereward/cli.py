@@ -533,6 +533,49 @@ def show_recipe(
     console.print(f"estimator: {estimator!r}", markup=False)
 
 
+@app.command(name="sandbox")
+@user_errors
+def sandbox_file(
+    file: Annotated[Path, typer.Argument(help="Python file to run in the sandbox.")],
+    timeout: Annotated[float, typer.Option(help="Wall-clock seconds before it is killed.")] = 10.0,
+    memory: Annotated[int, typer.Option(help="Address space of each process, in MiB.")] = 512,
+    function: Annotated[
+        str | None, typer.Option(help="Call this function of the file (default: run it).")
+    ] = None,
+    args: Annotated[
+        str | None,
+        typer.Option(help="JSON arguments of --function: a list (positional) or an object."),
+    ] = None,
+) -> None:
+    """Run a Python file in the sandbox and print the result as JSON.
+
+    The value is the file's global ``result`` (or what --function returns). Exit 0 when it ran,
+    1 when it raised or exited non-zero, 3 when a limit stopped it, 2 for bad arguments."""
+    import json
+
+    from densereward.sandbox import Program, Sandbox
+
+    positional: tuple[Any, ...] = ()
+    keywords: dict[str, Any] = {}
+    if args is not None:
+        if function is None:
+            raise DenseRewardError("--args: needs --function")
+        try:
+            parsed = json.loads(args)
+        except ValueError as error:
+            raise DenseRewardError(f"--args: not JSON: {error}") from None
+        if isinstance(parsed, list):
+            positional = tuple(parsed)
+        elif isinstance(parsed, dict):
+            keywords = parsed
+        else:
+            raise DenseRewardError("--args: must be a JSON list or object")
+    sandbox = Sandbox(timeout=timeout, memory_mb=memory)
+    result = sandbox.run(Program.from_file(file, function, positional, keywords))
+    typer.echo(json.dumps(result.to_json()))
+    raise typer.Exit({"ok": 0, "error": 1, "limit": 3}[result.status])
+
+
 def _mount_world_commands() -> None:
     """The sub-commands worlds contribute (``World.commands``), each with one-line errors."""
     for component in components("world"):
