@@ -1,0 +1,8 @@
+"""The flow world: a prompt-conditioned rectified flow on 2-D Gaussian mixtures, its ODE and
+Flow-GRPO SDE samplers, gold and hackable proxy rewards, DenseGRPO's reward-gain signal,
+Feynman-Kac steering, and ``FlowWorld``, the ``World`` that fine-tunes it with Flow-GRPO."""
+
+from densereward.worlds.flow.steering import fk_steer
+from densereward.worlds.flow.world import FlowGRPOConfig, FlowWorld
+
+__all__ = ["FlowGRPOConfig", "FlowWorld", "fk_steer"]
