@@ -331,6 +331,82 @@ def evaluate_best_of_n(
     )
 
 
+@evaluate_app.command("judge-robustness")
+@user_errors
+def evaluate_judge_robustness(
+    data: Annotated[
+        Path,
+        typer.Argument(help="ProcessBench-format items; the correct ones (label -1) are used."),
+    ],
+    signal: Annotated[
+        Path, typer.Option(help="YAML/JSON file of the judge signal, e.g. {kind: judge_step, ...}.")
+    ],
+    step_tag: Annotated[str, typer.Option(help="What ends a step in a response.")] = "\n",
+    answer_mark: Annotated[str, typer.Option(help="What precedes the final answer.")] = "#",
+    aggregate: Annotated[str, typer.Option(help=_AGGREGATE_HELP)] = "min",
+    threshold: Annotated[
+        float, typer.Option(help="A response scoring this or more is judged correct.")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed the judge signal is bound with.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the table as JSON here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw FPR per probe and FNR here (PNG).")
+    ] = None,
+) -> None:
+    """False-positive rate of a judge on content-free "master key" responses (One Token to Fool
+    LLM-as-a-Judge), the empty response and solutions cut to their first sentence, and its
+    false-negative rate on the correct solutions."""
+    import json
+
+    from densereward.core.components import SignalContext, TextFormat
+    from densereward.core.registry import build
+    from densereward.evaluation.process import read_processbench
+    from densereward.io.atomic import atomic_path
+    from densereward.judges.robustness import (
+        CORRECT,
+        plot_rows,
+        probe_batch,
+        robustness_rows,
+        score_probes,
+        summary,
+    )
+    from densereward.pipeline import load_yaml
+
+    how = _aggregation(aggregate)
+    spec = load_yaml(signal)
+    component = build("signal", spec, str(signal))
+    text_format = TextFormat(step_tag, answer_mark)
+    batch, kinds = probe_batch(read_processbench(data), text_format)
+    bound = component.bind(SignalContext(seed=seed, text_format=text_format))
+    try:
+        scored = score_probes(bound, batch)
+    finally:
+        close = getattr(bound, "close", None)
+        if callable(close):
+            close()
+    rows = robustness_rows(scored, kinds, "judge", how, threshold)
+    table = Table(title=f"judge robustness: {escape(str(signal))} on {escape(str(data))}")
+    for column in ("probe", "asked", "judged correct", "rate"):
+        table.add_column(column, justify="left" if column == "probe" else "right")
+    for row in rows:
+        kind = "FNR" if row.probe == CORRECT else "FPR"
+        table.add_row(
+            repr(row.probe), str(row.asked), str(row.judged_correct), f"{kind} {100 * row.rate:.1f}"
+        )
+    totals = summary(rows)
+    console.print(table)
+    console.print(f"mean FPR {100 * totals['mean_FPR']:.1f}, FNR {100 * totals['FNR']:.1f}")
+    if out is not None:
+        with atomic_path(out) as temporary:
+            temporary.write_text(
+                json.dumps(
+                    {"rows": [r.as_dict() for r in rows], **totals}, ensure_ascii=False, indent=1
+                )
+            )
+    if plot is not None:
+        plot_rows({signal.stem: rows}, plot)
+
+
 def _aggregation(name: str) -> str:
     from densereward.core.segments import AGGREGATIONS
 

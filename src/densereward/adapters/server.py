@@ -34,7 +34,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -330,4 +330,41 @@ def run_app(
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        sock.close()
+
+
+@contextlib.contextmanager
+def serving(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout_graceful_shutdown: int | None = 1,
+) -> Iterator[str]:
+    """``app`` served by uvicorn in a background thread on ``host:port`` (``port=0``: a free
+    one) for the length of the ``with`` block; yields the base URL (``http://host:port``). For
+    a judge or reward server beside a training run in the same process, and for tests."""
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = bind(host, port)
+    config = uvicorn.Config(
+        app, log_level="warning", timeout_graceful_shutdown=timeout_graceful_shutdown
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="densereward-serving"
+    )
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"{host}:{port}", "the server did not start")
+            time.sleep(0.02)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
         sock.close()

@@ -325,8 +325,17 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message])
                 400, one_line(f"field 'messages': the chat template refused them: {error}")
             ) from None
         return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
-    text = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant: "
-    return render_prompt(tokenizer, text)
+    return render_prompt(tokenizer, plain_chat([(t["role"], t["content"]) for t in turns]))
+
+
+def plain_chat(messages: Sequence[tuple[str, str]]) -> str:
+    """The plain rendering of a conversation for a tokenizer with no chat template:
+    ``"{role}: {content}\\n"`` per message, then ``"assistant: "``.
+
+    >>> plain_chat([("user", "1+1=2?")])
+    'user: 1+1=2?\\nassistant: '
+    """
+    return "".join(f"{role}: {content}\n" for role, content in messages) + "assistant: "
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:

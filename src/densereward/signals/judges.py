@@ -44,7 +44,7 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from densereward.core.components import Needs, Signal, SignalContext
+from densereward.core.components import Needs, Signal, SignalContext, TextFormat
 from densereward.core.errors import ConfigError, ValidationError
 from densereward.core.parameters import Count, NonNegative, NonNegativeCount, Positive, Unit
 from densereward.core.registry import register
@@ -182,15 +182,16 @@ def parse_verdict(text: str) -> float | None:
 
 def yes_probability(reply: JudgeReply, choice: int = 0) -> float | None:
     """``p_yes / (p_yes + p_no)`` from the first generated token's top log-probabilities (each
-    side summing the tokens that spell it, ignoring case and spaces), or ``None`` when the reply
+    side summing the tokens that spell ``yes`` or ``no``, ignoring case and spaces), or ``None`` when the reply
     has no log-probabilities or neither word is among them."""
     if reply.logprobs is None or not reply.logprobs[choice]:
         return None
     first = reply.logprobs[choice][0]
     candidates = dict(first.top) if first.top else {}
     candidates.setdefault(first.token, first.logprob)
-    yes = sum(math.exp(lp) for tok, lp in candidates.items() if tok.strip().lower() in YES_WORDS)
-    no = sum(math.exp(lp) for tok, lp in candidates.items() if tok.strip().lower() in NO_WORDS)
+    # only the words themselves: a token like "correct" may begin "correct? no"
+    yes = sum(math.exp(lp) for tok, lp in candidates.items() if tok.strip().lower() == "yes")
+    no = sum(math.exp(lp) for tok, lp in candidates.items() if tok.strip().lower() == "no")
     return yes / (yes + no) if yes + no > 0 else None
 
 
@@ -279,9 +280,25 @@ class JudgedBatch:
     last: np.ndarray
     text: Mapping[str, Sequence[str]]
     """all of the batch's per-trajectory texts"""
+    groups: np.ndarray | None = None
+    """each trajectory's group label, when the batch has groups"""
 
     def solution(self, i: int) -> str:
         return "\n".join(f"Step {t + 1}: {s}" for t, s in enumerate(self.steps[i]))
+
+    def subset(self, index: np.ndarray) -> JudgedBatch:
+        """The trajectories ``index``; ``starts`` and ``last`` still index the whole batch's
+        steps, so scores land where they belong."""
+        pick = [int(i) for i in index]
+        return JudgedBatch(
+            [self.problems[i] for i in pick],
+            [self.steps[i] for i in pick],
+            None if self.references is None else [self.references[i] for i in pick],
+            self.starts[index],
+            self.last[index],
+            {name: [values[i] for i in pick] for name, values in self.text.items()},
+            None if self.groups is None else self.groups[index],
+        )
 
 
 def judged_batch(batch: Trajectories, step_tag: str) -> JudgedBatch:
@@ -305,9 +322,31 @@ def judged_batch(batch: Trajectories, step_tag: str) -> JudgedBatch:
         steps.append(pieces)
     starts = batch.offsets[:-1].numpy()
     references = list(batch.text["answer"]) if "answer" in batch.text else None
+    groups = batch.episode(GROUP).numpy() if GROUP in batch.episodes else None
     return JudgedBatch(
-        list(batch.text["prompt"]), steps, references, starts, starts + lengths - 1, batch.text
+        list(batch.text["prompt"]),
+        steps,
+        references,
+        starts,
+        starts + lengths - 1,
+        batch.text,
+        groups,
     )
+
+
+def has_content(texts: JudgedBatch, answer_mark: str) -> np.ndarray:
+    """Which trajectories are worth asking a judge about: a step before the answer holds a
+    letter or digit, and the last step holds the answer mark followed by an answer. Content-free
+    "master keys" (``:``, ``Thought process:``, an empty response) and solutions cut short
+    (no answer) fail it."""
+    keep = np.zeros(len(texts.steps), dtype=bool)
+    for i, steps in enumerate(texts.steps):
+        body, mark, answer = steps[-1].rpartition(answer_mark)
+        reasoning = [*steps[:-1], body] if mark else steps
+        keep[i] = bool(mark and answer.strip()) and any(
+            any(c.isalnum() for c in step) for step in reasoning
+        )
+    return keep
 
 
 # ----------------------------------------------------------------------------- the signals
@@ -342,6 +381,9 @@ class JudgeSignal(Signal):
     """the score of a step whose replies could not be parsed (marked 0 in ``{name}_parsed``)"""
     fail_on_unparsed: bool = False
     """refuse the batch instead when any reply cannot be parsed"""
+    prefilter: bool = False
+    """score 0, without asking, every trajectory that fails :func:`has_content` (a hardening
+    against content-free responses that fool judges)"""
 
     def needs(self) -> Needs:
         return Needs(text=True)
@@ -363,7 +405,7 @@ class JudgeSignal(Signal):
             retries=self.retries,
         )
         return BoundJudge(
-            self, prompt, client, context.text_format.step_tag, np.random.default_rng(context.seed)
+            self, prompt, client, context.text_format, np.random.default_rng(context.seed)
         )
 
     def request(self, messages: tuple[tuple[str, str], ...], **fields: Any) -> ChatRequest:
@@ -406,16 +448,17 @@ class BoundJudge:
     signal: JudgeSignal
     prompt: PromptFile
     client: JudgeClient
-    step_tag: str
+    text_format: TextFormat
     rng: np.random.Generator
-    batch: Trajectories | None = field(default=None, init=False)
-    """the batch being judged (the families that compare within groups read its groups)"""
 
     def __call__(self, batch: Trajectories, name: str) -> Trajectories:
-        self.batch = batch
-        texts = judged_batch(batch, self.step_tag)
+        texts = judged_batch(batch, self.text_format.step_tag)
         scores = Scores.empty(batch.num_steps)
-        self.signal.score(self, texts, scores)
+        if self.signal.prefilter:
+            keep = has_content(texts, self.text_format.answer_mark)
+            texts = texts.subset(np.flatnonzero(keep))
+        if texts.steps:
+            self.signal.score(self, texts, scores)
         if scores.failures:
             for _ in range(scores.failures):
                 self.client.count_parse_failure(name)
@@ -436,18 +479,37 @@ class BoundJudge:
         return self.client.ask(requests)
 
     def values(self, texts: JudgedBatch, i: int, **extra: str) -> dict[str, str]:
-        """The placeholders every family can fill for trajectory ``i``."""
-        values = {
-            "problem": texts.problems[i],
-            "steps": texts.solution(i),
-            "count": str(len(texts.steps[i])),
-            "reference": texts.references[i] if texts.references is not None else "",
-        }
-        values.update(extra)
-        return values
+        return placeholders(texts, i, **extra)
 
     def close(self) -> None:
         self.client.close()
+
+
+def placeholders(texts: JudgedBatch, i: int, **extra: str) -> dict[str, str]:
+    """The placeholders every family can fill for trajectory ``i``."""
+    values = {
+        "problem": texts.problems[i],
+        "steps": texts.solution(i),
+        "count": str(len(texts.steps[i])),
+        "reference": texts.references[i] if texts.references is not None else "",
+    }
+    values.update(extra)
+    return values
+
+
+def step_messages(
+    prompt: PromptFile, texts: JudgedBatch
+) -> tuple[list[tuple[tuple[str, str], ...]], np.ndarray]:
+    """``judge_step``'s conversations, one per step (its problem, the steps before it, the step),
+    and each one's step index in the batch; what a generative verifier is trained on too."""
+    messages, where = [], []
+    for i, steps in enumerate(texts.steps):
+        for t, step in enumerate(steps):
+            previous = "\n".join(f"Step {k + 1}: {s}" for k, s in enumerate(steps[:t]))
+            values = placeholders(texts, i, previous=previous, step=step, index=str(t + 1))
+            messages.append(prompt.messages(**values))
+            where.append(texts.starts[i] + t)
+    return messages, np.asarray(where, dtype=np.int64)
 
 
 def _uses_reference(prompt: PromptFile, texts: JudgedBatch) -> None:
@@ -511,16 +573,9 @@ class StepJudge(JudgeSignal):
 
     def score(self, bound: BoundJudge, texts: JudgedBatch, scores: Scores) -> None:
         _uses_reference(bound.prompt, texts)
-        requests, where = [], []
-        for i, steps in enumerate(texts.steps):
-            for t, step in enumerate(steps):
-                previous = "\n".join(f"Step {k + 1}: {s}" for k, s in enumerate(steps[:t]))
-                values = bound.values(texts, i, previous=previous, step=step, index=str(t + 1))
-                logprob_fields = (
-                    {"logprobs": True, "top_logprobs": self.top_logprobs} if self.logprobs else {}
-                )
-                requests.append(self.request(bound.prompt.messages(**values), **logprob_fields))
-                where.append(texts.starts[i] + t)
+        fields = {"logprobs": True, "top_logprobs": self.top_logprobs} if self.logprobs else {}
+        conversations, where = step_messages(bound.prompt, texts)
+        requests = [self.request(messages, **fields) for messages in conversations]
         for step, reply in zip(where, bound.ask(requests), strict=True):
             readings = []
             for choice, text in enumerate(reply.texts):
@@ -683,10 +738,10 @@ def group_members(batch_groups: np.ndarray, texts: JudgedBatch, family: str) -> 
     return members
 
 
-def _groups(texts: JudgedBatch, batch: Trajectories | None, family: str) -> list[np.ndarray]:
-    if batch is None or GROUP not in batch.episodes:
+def _groups(texts: JudgedBatch, family: str) -> list[np.ndarray]:
+    if texts.groups is None:
         raise ValidationError(GROUP, f"{family} compares responses within groups: none given")
-    return group_members(batch.episode(GROUP).numpy(), texts, family)
+    return group_members(texts.groups, texts, family)
 
 
 @register("signal", "judge_pairwise", paper="Writing-Zero (BRPO, 2025)")
@@ -699,7 +754,7 @@ class PairwiseJudge(PairwiseJudgeSignal):
 
     def score(self, bound: BoundJudge, texts: JudgedBatch, scores: Scores) -> None:
         pairs = []
-        for members in _groups(texts, bound.batch, self.family):
+        for members in _groups(texts, self.family):
             reference = int(members[bound.rng.integers(len(members))])
             scores.values[texts.last[reference]] = 0.5
             pairs += [(int(i), reference) for i in members if i != reference]
@@ -722,7 +777,7 @@ class TournamentJudge(PairwiseJudgeSignal):
     family: ClassVar[str] = "judge_tournament"
 
     def score(self, bound: BoundJudge, texts: JudgedBatch, scores: Scores) -> None:
-        groups = _groups(texts, bound.batch, self.family)
+        groups = _groups(texts, self.family)
         alive = [list(bound.rng.permutation(g).astype(int)) for g in groups]
         rounds = [max(1, math.ceil(math.log2(len(g)))) if len(g) > 1 else 1 for g in groups]
         reached = {int(i): 1 for g in groups for i in g}
