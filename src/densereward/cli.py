@@ -585,6 +585,41 @@ def serve(
     console.print("stopped")
 
 
+@app.command(name="judge-server")
+@user_errors
+def judge_server(
+    model: Annotated[Path, typer.Argument(help="A causal LM folder (save_pretrained).")],
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer folder (default: the model's).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="The model name clients ask for.")] = "judge",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8001,
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body accepted (413 above).")
+    ] = 1 << 20,
+    max_tokens_limit: Annotated[
+        int, typer.Option(help="Most tokens one request may ask to generate (422 above).")
+    ] = 512,
+) -> None:
+    """Serve a local causal LM on OpenAI's /v1/chat/completions and /v1/completions, so judge
+    signals (and any OpenAI client) can ask it; SIGINT or SIGTERM stops it cleanly."""
+    from densereward.judges.chat_server import load_model, serve_chat
+
+    loaded, loaded_tokenizer = load_model(model, tokenizer)
+    serve_chat(
+        loaded,
+        loaded_tokenizer,
+        host,
+        port,
+        model_name=name,
+        max_request_bytes=max_request_bytes,
+        max_new_tokens_limit=max_tokens_limit,
+        on_ready=lambda h, p: console.print(f"judge server: http://{h}:{p}/v1 ({name})"),
+    )
+    console.print("stopped")
+
+
 @app.command(name="recipe")
 @user_errors
 def show_recipe(

@@ -223,3 +223,62 @@ def test_the_command_writes_the_table_and_refuses_bad_input(rule: str, tmp_path:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "items.jsonl:1: field 'steps'" in result.output
     assert not out.exists()
+
+
+def test_judge_server_serves_a_saved_verifier_and_stops_cleanly(
+    verifier: Any, tmp_path: Path
+) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from densereward.signals.judge_client import ChatRequest, JudgeClient
+
+    folder = tmp_path / "verifier"
+    verifier.save_pretrained(folder)
+    command = [
+        sys.executable,
+        "-m",
+        "densereward.cli",
+        "judge-server",
+        str(folder),
+        "--port",
+        "0",
+        "--name",
+        "v",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = re.search(r"(http://\S+/v1)", line)
+        assert url, line + process.stderr.read() if process.poll() is not None else line
+        with JudgeClient(url.group(1), "v", cache=None, timeout=30) as client:
+            (reply,) = client.ask(
+                [
+                    ChatRequest(
+                        (("user", "1+1\nStep 1: 1+1=2\ncorrect?"),),
+                        max_tokens=1,
+                        logprobs=True,
+                        top_logprobs=3,
+                    )
+                ]
+            )
+        assert reply.logprobs is not None and len(reply.texts) == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            time.sleep(0.1)
+    result = CliRunner().invoke(cli, ["judge-server", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "is not a folder" in result.output

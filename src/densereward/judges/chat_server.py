@@ -52,6 +52,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
@@ -603,3 +604,29 @@ def serve_chat(
         log_level,
         on_ready,
     )
+
+
+def load_model(
+    model: str | Path, tokenizer: str | Path | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from ``save_pretrained`` folders (the tokenizer's defaults
+    to the model's), in eval mode; a one-line ``ConfigError`` naming the folder otherwise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for option, folder in (("model", model), ("--tokenizer", tokenizer if tokenizer else model)):
+        if not Path(folder).is_dir():
+            raise ConfigError(option, f"{folder} is not a folder")
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(model))
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(
+            "model", f"cannot load a causal LM from {model}: {one_line(str(error))}"
+        ) from None
+    try:
+        words = AutoTokenizer.from_pretrained(str(tokenizer if tokenizer else model))
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(
+            "--tokenizer",
+            f"cannot load a tokenizer from {tokenizer or model}: {one_line(str(error))}",
+        ) from None
+    return loaded.eval(), words

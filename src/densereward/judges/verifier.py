@@ -146,6 +146,12 @@ class TrainedVerifier:
     examples: int
     """conversations trained on (one per step)"""
 
+    def save_pretrained(self, folder: str | Path) -> None:
+        """The model and its tokenizer in one folder, as ``densereward judge-server`` and
+        ``transformers``' ``from_pretrained`` read them."""
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+
 
 def train_verifier(
     batch: Trajectories,
