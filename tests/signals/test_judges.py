@@ -313,3 +313,22 @@ def test_every_shipped_prompt_parses_and_a_recipe_names_a_family(tmp_path: Path)
         Recipe.from_dict(
             {"signals": {"j": {"kind": "judge_step", "samples": 0}}, "estimator": {"kind": "grpo"}}
         )
+
+
+def test_a_judge_runs_through_the_trainer_adapters_text_scorer(judge: Any) -> None:
+    """The reward side of the verl, TRL and OpenRLHF adapters takes a judge recipe unchanged."""
+    from densereward.adapters.text import TextScorer
+    from densereward.worlds.reasoning.tokenizer import build_tokenizer
+
+    recipe = Recipe.from_dict(
+        {
+            "signals": {"judge": {"kind": "judge_step", "base_url": judge[0]}},
+            "estimator": {"kind": "step_grpo", "process": "judge"},
+        }
+    )
+    scorer = TextScorer(recipe, build_tokenizer(), step_tag=TAG)
+    prompts = [p for p, answers in GROUPS.items() for _ in answers]
+    responses = [r for answers in GROUPS.values() for r in answers]
+    rewards = scorer(prompts, responses)
+    want = np.concatenate([np.where(t == 1, 0.9, 0.2) for t in TRUTH])
+    np.testing.assert_allclose(rewards.rewards, want, atol=1e-6)
