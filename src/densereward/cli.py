@@ -585,6 +585,114 @@ def serve(
     console.print("stopped")
 
 
+_LOSS_FORMATS = {"bt": "pairs", "bt_ties": "pairs", "plackett_luce": "ranked", "ordinal": "graded"}
+
+
+@app.command(name="train-rm")
+@user_errors
+def train_rm(
+    data: Annotated[Path, typer.Argument(help="Preference records: JSON, JSON lines or Parquet.")],
+    base: Annotated[
+        Path, typer.Option(help="Backbone folder (save_pretrained): a causal LM or RM.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the reward model to (must not exist).")
+    ],
+    loss: Annotated[str, typer.Option(help="bt, bt_ties, plackett_luce or ordinal.")] = "bt",
+    ensemble: Annotated[int, typer.Option(help="Ensemble members (outputs of one head).")] = 1,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer folder (default: base's).")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option(help="pairs, ranked or graded (default: the loss's own).")
+    ] = None,
+    levels: Annotated[int | None, typer.Option(help="Number of grades (ordinal).")] = None,
+    epochs: Annotated[int, typer.Option(help="Most passes over the data.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="AdamW's learning rate.")] = 1e-4,
+    validation: Annotated[float, typer.Option(help="Share of the data held out.")] = 0.1,
+    patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the bootstrap and the head.")] = 0,
+) -> None:
+    """Train a reward model from preferences: pairs (TRL's chosen/rejected, optional prompt,
+    ties with bt_ties), ranked lists (plackett_luce: a pair is a list of two) or grades
+    (ordinal). The folder loads with AutoModelForSequenceClassification.from_pretrained, works as
+    a TRL reward_funcs model and as the reward_model signal."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from rich.progress import Progress
+
+    from densereward.core.errors import ConfigError
+    from densereward.evaluation.preferences import plain_render, read_preferences
+    from densereward.models.reward_model import (
+        build_reward_model,
+        load_tokenizer,
+        save_head_state,
+    )
+    from densereward.trainers.reward_model import (
+        Comparisons,
+        RewardModelConfig,
+        train_reward_model,
+    )
+
+    config = RewardModelConfig(
+        loss, ensemble, epochs, batch_size, learning_rate, validation, patience, seed
+    )
+    if format is None:
+        format = _LOSS_FORMATS[loss]
+    if loss in ("bt", "bt_ties") and format != "pairs":
+        raise ConfigError("--format", f"loss {loss} trains on pairs, not {format}")
+    if loss == "ordinal" and format != "graded":
+        raise ConfigError("--format", f"loss ordinal trains on graded records, not {format}")
+    if out.exists():
+        raise ConfigError("--out", f"{out} exists; choose a new folder")
+    if not base.is_dir():
+        raise ConfigError("--base", f"{base} is not a folder")
+    words = load_tokenizer(tokenizer or base, "--tokenizer" if tokenizer else "--base")
+    records = read_preferences(data, format, plain_render(words), loss == "bt_ties", levels)
+    grades = None if records.grades is None else np.asarray(records.grades)
+    comparisons = Comparisons(
+        records.lists,
+        None if records.tie is None else np.asarray(records.tie, dtype=bool),
+        grades,
+        (levels or int(grades.max()) + 1) if grades is not None else None,
+    )
+    model = build_reward_model(base, words, ensemble)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("training", total=epochs)
+
+        def advance(epoch: int, step: int, info: dict[str, float]) -> None:
+            bar.update(task, completed=epoch + step / info["batches"])
+
+        trained = train_reward_model(model, words, comparisons, config, advance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        trained.model.save_pretrained(str(staging))
+        words.save_pretrained(str(staging))
+        save_head_state(staging, loss, trained.loss_parameters, {"members": ensemble})
+        summary = {
+            "loss": loss,
+            "members": ensemble,
+            "examples": len(comparisons),
+            "best_epoch": trained.best_epoch,
+            "history": trained.history,
+        }
+        (staging / "metrics.json").write_text(json.dumps(summary, indent=1))
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    best = trained.history[trained.best_epoch - 1] if trained.best_epoch else trained.history[-1]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "epoch")
+    console.print(
+        f"reward model ({loss}, {ensemble} member(s)) -> {out}: epoch {best['epoch']}: {shown}"
+    )
+
+
 @app.command(name="judge-server")
 @user_errors
 def judge_server(
