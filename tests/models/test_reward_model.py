@@ -4,6 +4,7 @@ reads it), one-line refusals of bad preference files, and the ``reward_model`` s
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_ordinal_grade_probabilities_sum_to_one_and_follow_the_thresholds(
 ) -> None:
     parameters = torch.tensor(raw, dtype=torch.float64)
     theta = ordinal_thresholds(parameters).tolist()
-    assert all(a < b for a, b in zip(theta, theta[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(theta))
     levels = len(raw) + 1
     cumulative = [0.0, *(sigmoid(t - s) for t in theta), 1.0]
     total = 0.0
