@@ -10,6 +10,17 @@ rest of the code treats it exactly like any Hugging Face tokenizer.
 ['1', '2', '+', '3', '=', '1', '5', 'ки']
 >>> tokenizer.decode(ids)
 '12+3=15ки'
+
+Families that write more (``tool_calls``: ``sub``, ``mul`` and parameter letters; ``programs``:
+``f``) declare it (``Family.vocabulary``); ``build_tokenizer(families=...)`` appends those words
+*after* every base token, so each base token keeps its id and, for the base families, the
+tokenizer (and so the policy built on it) is the one ``build_tokenizer()`` makes.
+
+>>> extended = build_tokenizer(families=("tool_calls",))
+>>> extended.convert_ids_to_tokens(extended("mul(a=7,k=2)")["input_ids"])
+['mul', '(', 'a', '=', '7', ',', 'k', '=', '2', ')']
+>>> extended("12+3=15ки")["input_ids"] == ids
+True
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from densereward.worlds.reasoning.tasks import STEP_TAG, TaskSpec, sample_problems
+from densereward.worlds.reasoning.tasks import STEP_TAG, TaskSpec, family, sample_problems
 
 if TYPE_CHECKING:  # transformers costs a second to import: only when a tokenizer is built
     from transformers import PreTrainedTokenizerFast
@@ -37,8 +48,16 @@ def default_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     return texts
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
-    """Train a word-level vocabulary over single characters, op names and the step tag."""
+def extra_vocabulary(families: Iterable[str]) -> list[str]:
+    """The words ``families`` write beyond the base vocabulary, in first-seen order."""
+    return list(dict.fromkeys(word for name in families for word in family(name).vocabulary))
+
+
+def build_tokenizer(
+    corpus: Iterable[str] | None = None, families: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train a word-level vocabulary over single characters, op names and the step tag, then
+    append the extra words of ``families`` (``extra_vocabulary``) with the next ids."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -49,6 +68,17 @@ def build_tokenizer(corpus: Iterable[str] | None = None) -> PreTrainedTokenizerF
     tokenizer.decoder = decoders.Fuse()
     trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1)
     tokenizer.train_from_iterator(corpus if corpus is not None else default_corpus(), trainer)
+    extra = [word for word in extra_vocabulary(families) if word not in tokenizer.get_vocab()]
+    if extra:
+        vocabulary = tokenizer.get_vocab()
+        for word in extra:
+            vocabulary[word] = len(vocabulary)
+        # the base words can never match a new multi-character word: base text holds no letter
+        # but x and the base op names, which stay alternatives ahead of the new ones
+        words = [w for w in extra if len(w) > 1]
+        pattern = "|".join([STEP_TAG, "sort", "rev", "add", *words, "."])
+        tokenizer.model = models.WordLevel(vocabulary, unk_token="<unk>")
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<pad>",

@@ -87,7 +87,7 @@ class ReasoningWorld(World):
     """Step-verifiable reasoning tasks, a small causal LM made by SFT, trained with GRPO."""
 
     families: tuple[str, ...] = ("arithmetic",)
-    """task families to draw problems from (arithmetic, equation, lists)"""
+    """task families to draw problems from (arithmetic, equation, lists, tool_calls, programs)"""
     min_ops: Count = 2
     """fewest operations (steps) per problem"""
     max_ops: Count = 3
@@ -246,7 +246,7 @@ class ReasoningSetup:
     @staticmethod
     def build(config: ReasoningWorld, seed: int = 0) -> ReasoningSetup:
         start = time.perf_counter()
-        tokenizer = build_tokenizer()
+        tokenizer = build_tokenizer(families=config.families)
         policy = build_causal_lm(
             tokenizer, config.architecture, config.layers, config.width, config.heads, 256, seed
         )

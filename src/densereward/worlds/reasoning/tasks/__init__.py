@@ -3,13 +3,17 @@
 A problem is a start state and a list of operations; solving it means applying them one per step.
 The package is split by job: ``format`` (how a response is written), ``family`` (the interface
 every task family implements, and their registry), one module per family (``arithmetic``,
-``equation``, ``lists``), ``sampling``, ``verify`` (the exact verifiers) and ``corrupt``
+``equation``, ``lists``, ``tool_calls``, ``programs``), ``sampling``, ``verify`` (the exact verifiers) and ``corrupt``
 (controlled mistakes). Every module is imported here, so a new family registers by being written.
 
 - ``arithmetic``: ``((8+2)*3)-1`` solved as ``8+2=10``, ``10*3=30``, ``30-1=29``; answer ``29``.
 - ``equation``: ``3*x+4=19`` solved as ``3*x=15``, ``x=5``; answer ``5``.
 - ``lists``: ``rev(add2(sort([3,1,2])))`` solved as ``sort([3,1,2])=[1,2,3]``,
   ``add2([1,2,3])=[3,4,5]``, ``rev([3,4,5])=[5,4,3]``; answer ``[5,4,3]``.
+- ``tool_calls``: ``(3+4)*2`` solved as ``add(a=3,b=4)=7``; the answer is the call
+  ``mul(a=7,k=2)`` against a small tool schema (``tool_calls.TOOLS``).
+- ``programs``: ``f(1)=5,f(2)=7`` solved as ``7-5=2``, ``5-2=3``; the answer is the program
+  ``x*2+3`` (restricted Python), checked by unit tests (``programs.program_tests``).
 
 A response is the steps joined by the step tag, one more tag, then ``#`` and the answer:
 ``8+2=10ки10*3=30ки30-1=29ки#29``. Difficulty knobs: the number of operations and the size of

@@ -61,6 +61,9 @@ class Family(ABC):
     """A task family: how states change, how they read, how problems are drawn and corrupted."""
 
     name: ClassVar[str]
+    vocabulary: ClassVar[tuple[str, ...]] = ()
+    """Words this family writes beyond the base tokenizer's (``tokenizer.build_tokenizer``
+    appends them, after every base token, only for the families that ask)."""
 
     @abstractmethod
     def apply(self, state: State, op: Operation) -> State: ...
