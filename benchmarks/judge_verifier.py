@@ -340,7 +340,9 @@ def main() -> None:
                 )
                 for s in seeds
             ]
-            ratio = [n / o if np.isfinite(n) else float("inf") for n, o in zip(needs, own)]
+            ratio = [
+                n / o if np.isfinite(n) else float("inf") for n, o in zip(needs, own, strict=True)
+            ]
             rows.append(
                 [
                     name,

@@ -27,7 +27,18 @@ ALLOWED = {
     "runs": {"core", "io", "pipeline", "evaluation", "worlds"},
     "adapters": {"core", "io", "models", "signals", "transforms", "estimators", "pipeline"},
     "judges": {"core", "io", "models", "signals", "adapters"},
-    "cli": {"core", "io", "models", "pipeline", "runs", "evaluation", "trainers", "adapters", "judges", "sandbox"},
+    "cli": {
+        "core",
+        "io",
+        "models",
+        "pipeline",
+        "runs",
+        "evaluation",
+        "trainers",
+        "adapters",
+        "judges",
+        "sandbox",
+    },
 }
 
 
