@@ -22,6 +22,8 @@ RECIPES = Path(densereward.pipeline.__file__).parent / "recipes"
 REQUIRED: dict[tuple[str, str], dict[str, Any]] = {
     ("signal", "reward_function"): {"function": "operator:add"},
     ("transform", "combine"): {"weights": {"reward": 1.0}},
+    ("transform", "constrained"): {"constraints": {"length": 0.5}},
+    ("signal", "reward_model"): {"path": "reward-model"},
 }
 """Parameters without a default, given to build a component."""
 

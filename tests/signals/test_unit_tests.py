@@ -234,7 +234,8 @@ def test_a_bad_reward_file_fails_in_one_line_when_the_recipe_loads(tmp_path, bod
          r"returned shape \[3\], expected \[2\]"),
         ("def reward(obs, act, next_obs, terminated, truncated):\n"
          "    return np.array([0.0, np.nan])\n",
-         r"returned a non-finite value \(nan\) at transition 1"),
+         r"trajectory 0, step 1: field 'h': signals\.h reward_function produced a "
+         r"non-finite value \(nan\) in .*reward\.py:reward"),
         ("def reward(obs, act, next_obs, terminated, truncated):\n    return obs[:, 7]\n",
          "raised IndexError"),
     ],

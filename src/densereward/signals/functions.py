@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from densereward.core.components import Signal, SignalContext
-from densereward.core.errors import ConfigError, ValidationError
+from densereward.core.errors import ConfigError, NonFiniteError, ValidationError
 from densereward.core.layouts import transitions
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
@@ -131,9 +131,14 @@ class LoadedRewardFunction:
             )
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
-            raise ValidationError(
-                f"steps.{name}",
-                f"{self.path} returned a non-finite value ({values[bad[0]]}) at transition "
-                f"{int(bad[0])}",
+            # located like the pipeline's own check, and naming the user's function
+            index = int(bad[0])
+            trajectory = int(np.searchsorted(batch.offsets.cpu().numpy(), index, side="right")) - 1
+            raise NonFiniteError(
+                name,
+                f"signals.{name} reward_function produced a non-finite value ({values[index]}) "
+                f"in {self.path}",
+                trajectory=trajectory,
+                step=index - int(batch.offsets[trajectory]),
             )
         return batch.with_steps(**{name: torch.from_numpy(values).to(batch.device)})

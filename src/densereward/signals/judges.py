@@ -371,7 +371,7 @@ class JudgeSignal(Signal):
     """replies per request (``n``)"""
     temperature: NonNegative = 0.0
     max_tokens: Count = 64
-    seed: int | None = 0
+    seed: NonNegativeCount | None = 0
     """sent with every request (sampled replies repeat on a rerun)"""
     concurrency: Count = 8
     timeout: Positive = 60.0
