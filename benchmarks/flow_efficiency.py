@@ -32,6 +32,7 @@ from densereward.evaluation.curves import first_reaching, trailing_mean
 from densereward.pipeline import Recipe
 from densereward.worlds.flow.model import complete_ode, sample_sde
 from densereward.worlds.flow.steering import fk_steer
+from densereward.worlds.flow.tree import tree_sample
 from densereward.worlds.flow.world import FlowGRPOConfig, FlowWorld
 
 METHODS = {
@@ -40,10 +41,25 @@ METHODS = {
         "signals": {"gain": {"kind": "ode_reward_gain"}},
         "estimator": {"kind": "timestep_grpo", "process": "gain"},
     },
+    "dense_grpo_calibrated": {
+        "signals": {
+            "gain": {"kind": "ode_reward_gain"},
+            "noise": {"kind": "noise_calibration", "source": "gain"},
+        },
+        "estimator": {"kind": "timestep_grpo", "process": "gain"},
+    },
     "turning_point_grpo": {
         "signals": {"gain": {"kind": "ode_reward_gain"}},
         "transforms": [{"kind": "turning_point", "source": "gain"}],
         "estimator": {"kind": "timestep_grpo", "process": "gain"},
+    },
+    "g2rpo": {
+        "signals": {f"gain{g}": {"kind": "ode_reward_gain", "granularity": g} for g in (1, 2, 3)},
+        "estimator": {"kind": "multi_granularity_grpo", "processes": ["gain1", "gain2", "gain3"]},
+    },
+    "b2_diffurl": {
+        "signals": {"trained": {"kind": "branch_sampling", "stages": 4}},
+        "estimator": {"kind": "grpo"},
     },
 }
 
@@ -71,41 +87,56 @@ def sign_flip_p_value(differences: np.ndarray, rounds: int = 20000) -> float:
 
 def efficiency(args: argparse.Namespace) -> None:
     world = FlowWorld(pretrain_steps=args.pretrain_steps)
-    trainer = FlowGRPOConfig(updates=args.updates)
-    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in METHODS}
-    evaluations: dict[str, list[float]] = {m: [] for m in METHODS}
-    seconds: dict[str, list[float]] = {m: [] for m in METHODS}
-    for seed in range(args.seeds):
+    trainer = FlowGRPOConfig(updates=args.updates, learning_rate=args.learning_rate)
+    methods = {m: METHODS[m] for m in METHODS if m == "flow_grpo" or m in args.methods}
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in methods}
+    evaluations: dict[str, list[float]] = {m: [] for m in methods}
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    levels: list[float] = []
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         setup = world.setup(seed)
-        for name, spec in METHODS.items():
+        for name, spec in methods.items():
             torch.manual_seed(seed)
             start = time.perf_counter()
             config = dataclasses.replace(trainer, seed=seed)
+            if name != "flow_grpo" and args.dense_learning_rate is not None:
+                config = dataclasses.replace(config, learning_rate=args.dense_learning_rate)
             trained = world.train(setup, config, recipe(name, spec), lambda n: None)
             seconds[name].append(time.perf_counter() - start)
             samples = np.array([r["samples"] for r in trained.metrics])
             gold = np.array([r["gold_reward"] for r in trained.metrics])
             curves[name].append((samples, gold))
             evaluations[name].append(trained.evaluation["eval_gold"])
+            if name == "dense_grpo_calibrated":
+                last = trained.metrics[-1]
+                levels.append(last["noise_level"])
     budget = world.budget(trainer)
     target = float(np.mean([final(list(g)) for _, g in curves["flow_grpo"]]))
     reached = {
         name: np.array(
             [first_reaching(s, trailing_mean(g, 5), target) for s, g in curves[name]], dtype=float
         )
-        for name in METHODS
+        for name in methods
     }
     base = reached["flow_grpo"]
     print(
-        f"\n## 1. Samples to flow_grpo's final gold reward ({target:.3f}); {args.seeds} seeds, "
-        f"{args.updates} updates x 64 samples = {budget:,} samples per run\n"
+        f"\n## 1. Samples to flow_grpo's final gold reward ({target:.3f}); seeds "
+        f"{seeds.start}-{seeds.stop - 1}, {args.updates} updates x 64 samples = {budget:,} "
+        f"samples per run, learning rate {args.learning_rate:g}"
+        + (
+            f" (dense methods {args.dense_learning_rate:g})"
+            if args.dense_learning_rate is not None
+            else ""
+        )
+        + "\n"
     )
     print(
         "| method | final gold | held-out gold | samples to target (median) | reached | "
         "ratio vs flow_grpo | p (fewer samples) | s per run |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for name in METHODS:
+    for name in methods:
         finals = np.array([final(list(g)) for _, g in curves[name]])
         mine = reached[name]
         censored = np.where(np.isfinite(mine), mine, budget)
@@ -123,8 +154,13 @@ def efficiency(args: argparse.Namespace) -> None:
             f"{'-' if np.isnan(p) else f'{p:.4f}'} | {np.mean(seconds[name]):.1f} |"
         )
     print("\nPer seed samples to target:")
-    for name in METHODS:
+    for name in methods:
         print(f"  {name}: {[int(v) if np.isfinite(v) else None for v in reached[name]]}")
+    if levels:
+        print(
+            f"\ndense_grpo_calibrated: mean noise level after training {np.mean(levels):.3f} "
+            f"(start 0.7; min/max over seeds {min(levels):.3f}/{max(levels):.3f})"
+        )
 
 
 def hacking(args: argparse.Namespace) -> None:
@@ -220,9 +256,76 @@ def steering(args: argparse.Namespace) -> None:
         )
 
 
+def tree_search(args: argparse.Namespace) -> None:
+    world = FlowWorld(pretrain_steps=args.pretrain_steps)
+    print(
+        f"\n## 4. Diffusion tree sampling of the pretrained flow by terminal gold reward "
+        f"(λ {args.strength:g}, width {args.width}); {args.seeds} seeds x {args.systems} trees "
+        "per prompt. Network evaluations per final sample; best-of-N at about the same count\n"
+    )
+    print(
+        "| rollouts | network evaluations: DTS / best-of-N | DTS gold (sampled) | DTS on target "
+        "| DTS* gold (best leaf) | best-of-N gold | plain SDE gold | s per seed |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    setups = [world.setup(seed) for seed in range(args.seeds)]
+    for rollouts in args.rollouts:
+        sampled, on_target, best, best_of, plain, costs, wall = [], [], [], [], [], [], []
+        for seed, setup in enumerate(setups):
+            prompts = torch.arange(world.prompts).repeat(args.systems)
+            generator = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            out = tree_sample(
+                setup.model,
+                prompts,
+                rollouts,
+                world.steps,
+                0.7,
+                setup.rewards.gold,
+                generator,
+                strength=args.strength,
+                width=args.width,
+            )
+            wall.append(time.perf_counter() - start)
+            gold = setup.rewards.gold(out.samples, prompts)
+            sampled.append(float(gold.mean()))
+            on_target.append(float((gold > 0.5).float().mean()))
+            best.append(float(out.best_reward.mean()))
+            cost = out.tree.evaluations / prompts.shape[0]
+            costs.append(cost)
+            n = max(1, round(cost / world.steps))
+            flat = prompts.repeat_interleave(n)
+            independent = sample_sde(
+                setup.model, flat, world.steps, 0.7, torch.Generator().manual_seed(10_000 + seed)
+            )
+            plain_gold = setup.rewards.gold(independent.final, flat).view(-1, n)
+            plain.append(float(plain_gold.mean()))
+            best_of.append(float(plain_gold.max(1).values.mean()))
+        n = max(1, round(np.mean(costs) / world.steps))
+        print(
+            f"| {rollouts} | {np.mean(costs):.0f} / {n * world.steps} (N = {n}) | "
+            f"{np.mean(sampled):.3f} ± {np.std(sampled):.3f} | {np.mean(on_target):.2f} | "
+            f"{np.mean(best):.3f} | {np.mean(best_of):.3f} | {np.mean(plain):.3f} | "
+            f"{np.mean(wall):.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (tune on others)"
+    )
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument(
+        "--dense-learning-rate", type=float, default=None, help="for every method but flow_grpo"
+    )
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="flow_grpo always runs")
+    parser.add_argument("--rollouts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--width", type=int, default=4)
+    parser.add_argument(
+        "--sections", nargs="+", default=["efficiency", "hacking", "steering", "tree"]
+    )
     parser.add_argument("--updates", type=int, default=80)
     parser.add_argument("--hack-updates", type=int, default=150)
     parser.add_argument("--kl-coefs", type=float, nargs="+", default=[0.0, 0.1, 0.3])
@@ -233,9 +336,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    efficiency(args)
-    hacking(args)
-    steering(args)
+    sections = {
+        "efficiency": efficiency,
+        "hacking": hacking,
+        "steering": steering,
+        "tree": tree_search,
+    }
+    for name in args.sections:
+        sections[name](args)
     print(f"\nTotal {time.perf_counter() - start:.0f} s")
 
 

@@ -106,16 +106,26 @@ def time_grid(steps: int) -> Tensor:
     return torch.linspace(1.0, 0.0, steps + 1)
 
 
-def sde_std(grid: Tensor, k: int | Tensor, noise_level: float) -> Tensor:
+NoiseLevel = float | Tensor
+"""``a`` of the SDE: one float for every step, or one per step (``[T]``, DenseGRPO's calibrated,
+timestep-specific stochasticity)."""
+
+
+def level_at(noise_level: NoiseLevel, k: int | Tensor) -> float | Tensor:
+    """``a_k``: the noise level of step ``k`` (a float applies to every step)."""
+    return noise_level[k] if isinstance(noise_level, Tensor) else noise_level
+
+
+def sde_std(grid: Tensor, k: int | Tensor, noise_level: NoiseLevel) -> Tensor:
     """Flow-GRPO's ``σ_t = a · sqrt(t / (1 - t))`` at ``t_k``, with ``t_1`` in the denominator at
     ``t_0 = 1`` (as its ``sde_step_with_logprob`` does), so the first step is finite."""
     t = grid[k]
     denominator = 1 - torch.where(t >= 1.0, grid[1], t)
-    return noise_level * torch.sqrt(t / denominator)
+    return level_at(noise_level, k) * torch.sqrt(t / denominator)
 
 
 def sde_mean_std(
-    x: Tensor, velocity: Tensor, grid: Tensor, k: int, noise_level: float
+    x: Tensor, velocity: Tensor, grid: Tensor, k: int, noise_level: NoiseLevel
 ) -> tuple[Tensor, Tensor]:
     """Mean and std of Flow-GRPO's SDE step from ``t_k`` to ``t_{k+1}`` (Liu et al. 2025, eq. 7):
 
@@ -159,15 +169,19 @@ def sample_sde(
     model: VelocityField,
     prompts: Tensor,
     steps: int,
-    noise_level: float,
+    noise_level: NoiseLevel,
     generator: torch.Generator,
     initial: Tensor | None = None,
+    start: int = 0,
+    stop: int | None = None,
 ) -> SDETrajectory:
-    """Sample ``len(prompts)`` trajectories with the SDE, keeping every step's log-probability."""
+    """Sample ``len(prompts)`` trajectories with the SDE, keeping every step's log-probability;
+    from fresh noise, or from ``initial`` states standing at grid index ``start``, up to grid
+    index ``stop`` (default ``T``): the returned arrays hold steps ``start .. stop - 1``."""
     grid = time_grid(steps)
     x = torch.randn(prompts.shape[0], 2, generator=generator) if initial is None else initial
     states, nexts, log_probs, means, stds = [], [], [], [], []
-    for k in range(steps):
+    for k in range(start, steps if stop is None else stop):
         mean, std = sde_mean_std(x, model(x, grid[k], prompts), grid, k, noise_level)
         following = mean + std * torch.randn(x.shape, generator=generator)
         states.append(x)
@@ -192,7 +206,7 @@ def step_log_probs(
     indices: Tensor,
     prompts: Tensor,
     steps: int,
-    noise_level: float,
+    noise_level: NoiseLevel,
 ) -> tuple[Tensor, Tensor]:
     """Per-step ``log π_θ(x_{k+1} | x_k, c)`` and the step means, for flat ``[N, 2]`` states at
     grid indices ``indices`` (differentiable in ``model``)."""
@@ -209,18 +223,29 @@ def step_log_probs(
 
 @torch.no_grad()
 def complete_ode(
-    model: VelocityField, x: Tensor, indices: Tensor, prompts: Tensor, steps: int
+    model: VelocityField,
+    x: Tensor,
+    indices: Tensor,
+    prompts: Tensor,
+    steps: int,
+    stride: int = 1,
 ) -> Tensor:
     """The deterministic (Euler ODE) completion ``x̂_0`` of states ``x [N, 2]`` standing at grid
-    indices ``indices [N]`` (index ``T`` is already clean: returned as is)."""
+    indices ``indices [N]`` (index ``T`` is already clean: returned as is).
+
+    ``stride`` is the completion's granularity: Euler steps of ``stride`` grid intervals, from
+    ``t_k`` to ``t_{min(k + stride, T)}`` (G²RPO's coarser denoising scales; 1 = the sampler's)."""
     grid = time_grid(steps)
     x = x.clone()
+    at = indices.clone()  # each state's grid index as it is completed; only ever increases
     for k in range(steps):
-        active = indices <= k
+        active = at == k
         if not bool(active.any()):
             continue
+        following = min(k + stride, steps)
         velocity = model(x[active], grid[k], prompts[active])
-        x[active] = x[active] + (grid[k + 1] - grid[k]) * velocity
+        x[active] = x[active] + (grid[following] - grid[k]) * velocity
+        at[active] = following
     return x
 
 
@@ -235,10 +260,12 @@ def sample_ode(
 
 __all__ = [
     "Mixture",
+    "NoiseLevel",
     "SDETrajectory",
     "VelocityField",
     "complete_ode",
     "gaussian_log_prob",
+    "level_at",
     "pretrain",
     "sample_ode",
     "sample_sde",

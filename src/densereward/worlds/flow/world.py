@@ -38,6 +38,7 @@ from densereward.evaluation.curves import first_reaching, trailing_mean
 from densereward.pipeline import Pipeline, Recipe
 from densereward.worlds.flow.model import (
     Mixture,
+    SDETrajectory,
     VelocityField,
     complete_ode,
     pretrain,
@@ -46,6 +47,7 @@ from densereward.worlds.flow.model import (
     step_log_probs,
 )
 from densereward.worlds.flow.rewards import Rewards
+from densereward.worlds.flow.sampling import sampling_schemes
 
 SMOOTHING = 5
 """Updates in the trailing mean of the reward curves."""
@@ -98,10 +100,14 @@ class Completion:
         self.policy, self.rewards, self.kind, self.steps = policy, rewards, kind, steps
 
     def __call__(
-        self, states: torch.Tensor, indices: torch.Tensor, prompts: torch.Tensor
+        self,
+        states: torch.Tensor,
+        indices: torch.Tensor,
+        prompts: torch.Tensor,
+        stride: int = 1,
     ) -> torch.Tensor:
         states = states.float()
-        clean = complete_ode(self.policy, states, indices, prompts, self.steps)
+        clean = complete_ode(self.policy, states, indices, prompts, self.steps, stride)
         return self.rewards.of(self.kind, clean, prompts)
 
 
@@ -169,20 +175,52 @@ class FlowWorld(World):
         setup: FlowSetup,
         trainer: FlowGRPOConfig,
         generator: torch.Generator,
+        branch: int = 0,
+        levels: torch.Tensor | None = None,
     ) -> tuple[Trajectories, dict[str, torch.Tensor]]:
         """One batch: ``prompts_per_update`` prompts × ``group_size`` SDE samples, as
-        trajectories of ``steps`` steps, with what the loss needs."""
+        trajectories of ``steps`` steps, with what the loss needs.
+
+        ``branch > 0`` (B²-DiffuRL's branch sampling): each group first samples one SDE prefix of
+        ``branch`` steps, then its ``group_size`` members continue independently from that shared
+        state; the prefix steps are identical across the group (same states, log-probabilities).
+        ``levels`` (``[steps]``): the noise level of each step (default: the trainer's)."""
+        steps, group = self.steps, trainer.group_size
+        levels = torch.full((steps,), trainer.noise_level) if levels is None else levels
         chosen = torch.randint(self.prompts, (trainer.prompts_per_update,), generator=generator)
-        prompts = chosen.repeat_interleave(trainer.group_size)
-        trajectory = sample_sde(policy, prompts, self.steps, trainer.noise_level, generator)
-        n, steps = prompts.shape[0], self.steps
+        prompts = chosen.repeat_interleave(group)
+        if branch > 0:
+            prefix = sample_sde(policy, chosen, steps, levels, generator, stop=branch)
+            rest = sample_sde(
+                policy,
+                prompts,
+                steps,
+                levels,
+                generator,
+                initial=prefix.final.repeat_interleave(group, 0),
+                start=branch,
+            )
+
+            def joined(head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+                return torch.cat([head.repeat_interleave(group, 0), tail], 1)
+
+            trajectory = SDETrajectory(
+                joined(prefix.states, rest.states),
+                joined(prefix.next_states, rest.next_states),
+                joined(prefix.log_probs, rest.log_probs),
+                joined(prefix.means, rest.means),
+                torch.cat([prefix.stds, rest.stds]),
+            )
+        else:
+            trajectory = sample_sde(policy, prompts, steps, levels, generator)
+        n = prompts.shape[0]
         flat_states = trajectory.states.reshape(n * steps, 2)
         flat_next = trajectory.next_states.reshape(n * steps, 2)
         index = torch.arange(steps).repeat(n)
         flat_prompts = prompts.repeat_interleave(steps)
         with torch.no_grad():
             _, reference_mean = step_log_probs(
-                reference, flat_states, flat_next, index, flat_prompts, steps, trainer.noise_level
+                reference, flat_states, flat_next, index, flat_prompts, steps, levels
             )
         std = trajectory.stds.repeat(n)
         # Both policies share the SDE's σ_t: KL(N(μ_θ, s²) || N(μ_ref, s²)) = |μ_θ - μ_ref|² / 2s²
@@ -199,15 +237,15 @@ class FlowWorld(World):
                 "state": flat_states,
                 "next_state": flat_next,
                 "step_index": index,
+                "noise_level": levels.repeat(n).double(),
             },
             {
                 "outcome": outcome.double(),
                 "gold": gold.double(),
                 "proxy": proxy.double(),
-                "group": torch.arange(trainer.prompts_per_update).repeat_interleave(
-                    trainer.group_size
-                ),
+                "group": torch.arange(trainer.prompts_per_update).repeat_interleave(group),
                 "prompt": prompts,
+                "branch_index": torch.full((n,), branch),
             },
         )
         extras = {
@@ -216,6 +254,8 @@ class FlowWorld(World):
             "kl_per_trajectory": kl.view(n, steps).sum(1),
             "reference_mean": reference_mean,
             "std": std,
+            # steps before the branch point are the group's shared prefix: not trained
+            "trained": (index >= branch).float(),
         }
         return batch, extras
 
@@ -235,12 +275,24 @@ class FlowWorld(World):
             trainer.seed,
             models={"completion": Completion(policy, setup.rewards, self.reward, self.steps)},
         )
+        signals, _, _ = recipe.build()
+        schemes = sampling_schemes(signals)
+        levels = torch.full((self.steps,), trainer.noise_level)
         pipeline = Pipeline(recipe, context)
         rows: list[dict[str, Any]] = []
         try:
             for update in range(trainer.updates):
-                batch, extras = self.rollout(policy, reference, setup, trainer, generator)
-                advantages = pipeline(batch, update, dtype=torch.float32).advantages.float()
+                branch = (
+                    schemes.branch.branch_point(update, trainer.updates, self.steps)
+                    if schemes.branch is not None
+                    else 0
+                )
+                batch, extras = self.rollout(
+                    policy, reference, setup, trainer, generator, branch, levels
+                )
+                result = pipeline(batch, update, dtype=torch.float32)
+                advantages = result.advantages.float()
+                trained = extras["trained"]
                 for _ in range(trainer.epochs):
                     log_probs, mean = step_log_probs(
                         policy,
@@ -249,19 +301,22 @@ class FlowWorld(World):
                         batch.step("step_index"),
                         extras["prompts"],
                         self.steps,
-                        trainer.noise_level,
+                        levels,
                     )
                     ratio = torch.exp(log_probs - extras["log_probs"])
                     clipped = ratio.clamp(1 - trainer.clip_range, 1 + trainer.clip_range)
-                    loss = -torch.minimum(ratio * advantages, clipped * advantages).mean()
+                    surrogate = torch.minimum(ratio * advantages, clipped * advantages)
+                    loss = -(surrogate * trained).sum() / trained.sum()
                     if trainer.kl_coef > 0:
                         kl = (mean - extras["reference_mean"]).pow(2).sum(1) / (
                             2 * extras["std"] ** 2
                         )
-                        loss = loss + trainer.kl_coef * kl.mean()
+                        loss = loss + trainer.kl_coef * (kl * trained).sum() / trained.sum()
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
+                if schemes.calibration is not None:
+                    levels = schemes.calibration.calibrate(levels, result.trajectories)
                 samples = (update + 1) * len(batch)
                 rows.append(
                     {
@@ -271,6 +326,9 @@ class FlowWorld(World):
                         "proxy_reward": float(batch.episode("proxy").mean()),
                         "kl": float(extras["kl_per_trajectory"].mean()),
                         "loss": float(loss.detach()),
+                        "noise_level": float(levels.mean()),
+                        "noise_level_spread": float(levels.max() - levels.min()),
+                        "branch_index": branch,
                     }
                 )
                 progress(samples)
