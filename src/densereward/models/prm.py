@@ -128,10 +128,15 @@ def train_prm(
     batch_size: int = 64,
     learning_rate: float = 5e-4,
     seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> list[float]:
-    """Step-wise BCE with (hard or soft) ``labels`` ``[S]`` at ``positions``. Returns losses."""
+    """Step-wise BCE with (hard or soft) ``labels`` ``[S]`` at ``positions``. Returns losses.
+
+    ``optimizer`` (over ``model``'s parameters) carries its moments across calls, for a model
+    trained in rounds; without it a fresh AdamW at ``learning_rate`` is made."""
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     n_rows = rows.input_ids.shape[0]
     step_row = positions[:, 0].numpy()
     # steps of each row, so a batch of rows brings all its steps: CSR over rows
@@ -161,6 +166,16 @@ def train_prm(
             losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+@torch.no_grad()
+def step_bce(model: ProcessRewardModel, rows: Rows, positions: Tensor, labels: Tensor) -> float:
+    """Mean step-wise BCE of ``model`` against ``labels`` at ``positions`` (the training loss,
+    measured without a gradient)."""
+    if len(labels) == 0:
+        return 0.0
+    probabilities = model.score(rows, positions).clamp(1e-6, 1 - 1e-6).double()
+    return float(nn.functional.binary_cross_entropy(probabilities, labels.double()))
 
 
 def flatten_labels(labels: Sequence[Sequence[float]]) -> Tensor:
