@@ -13,8 +13,11 @@ seed (one SFT policy per seed, shared by its methods) and prints:
 4. the guard: the fraction of updates kept, and of iterations whose model beat the base rate on
    held-out groups (its reward was used);
 5. best-of-8 reranking (score = the minimum step score) of samples from the SFT policy and from
-   the final policy of the ``online_prm_gated`` run (``--final-policy-of``): random pick, oracle, the offline exact-label PRM
-   and each co-trained PRM as it ended.
+   the final policy of the ``online_prm_gated`` run (``--final-policy-of``): random pick, oracle,
+   the offline exact-label PRM and each co-trained PRM as it ended.
+
+``--out`` is rewritten after every seed, so a long run keeps what finished; ``--merge`` reports
+several runs' files together.
 """
 
 from __future__ import annotations
@@ -142,20 +145,20 @@ def main() -> None:
         prms = {"offline prm_exact": world.models(["prm_exact"])["prm_exact"], **co_trained}
         for label, policy in (
             ("SFT policy", world.policy),
-            ("online_prm's final policy", final_policy),
+            (final_label, final_policy),
         ):
             if policy is None:
                 continue
             for key, value in best_of_n(world, policy, prms, seed).items():
                 bon[label].setdefault(key, []).append(value)
-        log(
-            f"  best-of-8: {json.dumps({k: {m: round(v[-1], 3) for m, v in d.items()} for k, d in bon.items()})}"
-        )
+        latest = {k: {m: round(v[-1], 3) for m, v in d.items()} for k, d in bon.items() if d}
+        log(f"  best-of-8: {json.dumps(latest)}")
+        if args.out:
+            finished = {m: c for m, c in curves.items() if c}
+            args.out.write_text(
+                json.dumps({"curves": finished, "guard": guard, "best_of_8": bon}, default=float)
+            )
     report(log, curves, guard, bon, args.seeds)
-    if args.out:
-        args.out.write_text(
-            json.dumps({"curves": curves, "guard": guard, "best_of_8": bon}, default=float)
-        )
 
 
 def merged(log, files: list[Path]) -> None:

@@ -16,7 +16,9 @@ format holds:
 
 Measured on 400 held-out problems: pairwise accuracy canonical vs wrong (the usual
 preference pairs), miracle vs wrong, and canonical vs miracle (whether the model sees the
-process, not only the answer).
+process, not only the answer); and RewardMATH's format, one correct solution (the canonical) against
+three flawed ones (two wrong answers and the miracle): Acc (the correct one scored above all) and
+MRR.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from densereward.evaluation.process import one_vs_many, pairwise_accuracy
 from densereward.models.reward_model import build_reward_model, score_texts
 from densereward.runs import RunRecipe, resolve_recipe
 from densereward.trainers.reward_model import Comparisons, RewardModelConfig, train_reward_model
@@ -81,10 +84,21 @@ def data_for(loss: str, rows) -> Comparisons:
     return Comparisons(lists, grades=grades, levels=3)
 
 
-def accuracy(model, tokenizer, rows, a: int, b: int) -> float:
-    first = score_texts(model, tokenizer, [r[0] + r[a] for r in rows]).mean(1)
-    second = score_texts(model, tokenizer, [r[0] + r[b] for r in rows]).mean(1)
-    return float((first > second).double().mean())
+def held_out(model, tokenizer, rows) -> tuple[float, ...]:
+    """Pairwise accuracy canonical ≻ wrong, miracle ≻ wrong, canonical ≻ miracle, then
+    RewardMATH's Acc and MRR of the canonical solution against the three flawed ones (two wrong
+    answers and the miracle), ties counted against."""
+    canonical, miracle, wrong, other = (
+        score_texts(model, tokenizer, [r[0] + r[k] for r in rows]).mean(1) for k in (1, 2, 3, 4)
+    )
+    ranking = one_vs_many(canonical, torch.stack([wrong, other, miracle], 1))
+    return (
+        pairwise_accuracy(canonical, wrong),
+        pairwise_accuracy(miracle, wrong),
+        pairwise_accuracy(canonical, miracle),
+        ranking.accuracy,
+        ranking.mrr,
+    )
 
 
 def main() -> None:
@@ -103,7 +117,7 @@ def main() -> None:
         "ordinal": ("ordinal", 1),
         "bt x4 ensemble": ("bt", 4),
     }
-    table: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+    table: dict[str, list[tuple[float, ...]]] = {name: [] for name in runs}
     for seed in args.seeds:
         world = recipe.world.setup(seed)
         train_rows = three_levels(spec, args.problems, 10 + seed)
@@ -121,16 +135,13 @@ def main() -> None:
                 trained = train_reward_model(
                     model, world.tokenizer, data_for(loss, train_rows), config
                 )
-                row = (
-                    accuracy(trained.model, world.tokenizer, test_rows, 1, 3),
-                    accuracy(trained.model, world.tokenizer, test_rows, 2, 3),
-                    accuracy(trained.model, world.tokenizer, test_rows, 1, 2),
-                )
+                row = held_out(trained.model, world.tokenizer, test_rows)
                 table[name].append(row)
                 print(
                     f"seed {seed} {name}: {len(train_rows)} problems, best epoch "
                     f"{trained.best_epoch}, accuracy canonical>wrong {row[0]:.3f}, "
-                    f"miracle>wrong {row[1]:.3f}, canonical>miracle {row[2]:.3f} "
+                    f"miracle>wrong {row[1]:.3f}, canonical>miracle {row[2]:.3f}, "
+                    f"RewardMATH Acc {row[3]:.3f} MRR {row[4]:.3f} "
                     f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
@@ -139,11 +150,14 @@ def main() -> None:
     print(
         f"\nheld-out pairwise accuracy, 400 problems per seed, seeds {args.seeds} (mean; per seed)"
     )
-    print("| loss | canonical ≻ wrong | miracle ≻ wrong | canonical ≻ miracle |")
-    print("|---|---|---|---|")
+    print(
+        "| loss | canonical ≻ wrong | miracle ≻ wrong | canonical ≻ miracle "
+        "| RewardMATH Acc (1 vs 3) | RewardMATH MRR |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, rows in table.items():
         cells = []
-        for k in range(3):
+        for k in range(5):
             values = [r[k] for r in rows]
             cells.append(f"{np.mean(values):.3f} ({' / '.join(f'{v:.3f}' for v in values)})")
         print(f"| {name} | " + " | ".join(cells) + " |")

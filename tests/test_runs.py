@@ -213,6 +213,9 @@ methods:
   prof:
     signals: {prm: {kind: prm, model: prm_mc}}
     estimator: {kind: prof, process: prm, keep: 2}
+  online_prm:
+    signals: {prm: {kind: online_prm, holdout: 0.0}}
+    estimator: {kind: step_grpo, process: prm}
 """
 
 
@@ -236,7 +239,7 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
         "report.md",
     ]
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
-    for method in ("outcome", "mc_prm", "prof"):
+    for method in ("outcome", "mc_prm", "prof", "online_prm"):
         run = [r for r in metrics if r["method"] == method]
         # one row per update plus the final evaluation; 2 prompts x 3 responses per update
         assert [r["samples"] for r in run] == [0, 6, 12]
@@ -244,6 +247,11 @@ def test_reasoning_run_writes_a_complete_folder(tmp_path: Path, mode: str) -> No
     assert all(
         r["reward/prm"] is not None for r in metrics if r["method"] == "mc_prm" and r["update"] < 2
     )
+    # the online PRM's first batch is scored by its fresh head (0.5 everywhere); each update is
+    # kept (no held-out groups, no guard) and logged from the pipeline's per-trajectory columns
+    online = [r for r in metrics if r["method"] == "online_prm" and r["update"] < 2]
+    assert [r["episode/prm_kept"] for r in online] == [1.0, 1.0]
+    assert online[0]["reward/prm"] == pytest.approx(0.5 * online[0]["response_steps"])
     # PROF trains on 2 of each group's 3 responses
     assert [r["kept_fraction"] for r in metrics if r["method"] == "prof"][:2] == [2 / 3, 2 / 3]
     config = yaml.safe_load((out / "config.yaml").read_text())

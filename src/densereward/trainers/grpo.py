@@ -248,6 +248,11 @@ def train_grpo(
                 raise located(error, config.seed, update) from None
             optimizer.step()
         record.update(_batch_metrics(shaped.trajectories, rows, task.batch_metrics(batch), stats))
+        # per-trajectory columns the pipeline's stages wrote (an online reward model's guard,
+        # a constrained combination's multipliers), as their batch means
+        for name, column in shaped.trajectories.episodes.items():
+            if name not in batch.episodes and column.is_floating_point():
+                record[f"episode/{name}"] = float(column.double().mean())
         if shaped.keep is not None:
             record["kept_fraction"] = float(shaped.keep.double().mean())
         result.metrics.append(record)

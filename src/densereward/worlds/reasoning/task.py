@@ -47,10 +47,11 @@ class ReasoningTask:
         """Held-out accuracy: ``eval_accuracy`` is the mean over ``samples`` responses per
         problem at temperature 1 (what the policy does; what GRPO optimises),
         ``eval_greedy_accuracy`` greedy; ``eval_process_accuracy``: sampled responses with no
-        wrong step; ``eval_steps``: mean steps per sampled response."""
+        wrong step; ``eval_steps`` and ``eval_tokens``: mean steps and tokens per sampled
+        response."""
         problems = self.evaluation
         greedy, _, _ = rollout(policy, self.tokenizer, problems, 1, max_new_tokens, temperature=0.0)
-        sampled, _, _ = rollout(
+        sampled, sampled_rows, _ = rollout(
             policy,
             self.tokenizer,
             problems,
@@ -65,6 +66,7 @@ class ReasoningTask:
             "eval_greedy_accuracy": float(greedy.verdict.mean()),
             "eval_process_accuracy": float((sampled.episode("first_error") == -1).double().mean()),
             "eval_steps": float(sampled.lengths.double().mean()),
+            "eval_tokens": float(sampled_rows.response_mask.sum(1).double().mean()),
         }
 
     def batch_metrics(self, batch: Trajectories) -> dict[str, float]:
