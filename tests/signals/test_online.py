@@ -139,7 +139,9 @@ def test_bad_labels_name_the_column():
     with pytest.raises(ValidationError, match=r"'judge'.*steps: .*label"):
         OnlinePRMSignal(labels="judge").bind(context())(batch, "prm")
     bad = batch.with_steps(label=batch.step("label") * 2.0 + 0.5)
-    with pytest.raises(ValidationError, match=r"label.*\[0, 1\]"):
+    with pytest.raises(
+        ValidationError, match=r"trajectory 0, step 0: field 'label'.*\[0, 1\], got 2\.5"
+    ):
         OnlinePRMSignal().bind(context())(bad, "prm")
     with pytest.raises(ConfigError, match="holdout"):
         OnlinePRMSignal(holdout=1.0)

@@ -169,8 +169,16 @@ class OnlinePRM:
                 f"which the batch lacks (steps: {', '.join(sorted(batch.steps)) or 'none'})",
             )
         labels = labels.to(torch.float32)
-        if bool(((labels < 0) | (labels > 1) | ~torch.isfinite(labels)).any()):
-            raise ValidationError(spec.labels, "online_prm labels must lie in [0, 1]")
+        bad = torch.nonzero((labels < 0) | (labels > 1) | ~torch.isfinite(labels)).flatten()
+        if len(bad):
+            step = int(bad[0])
+            trajectory = int(batch.segments.ids[step])
+            raise ValidationError(
+                spec.labels,
+                f"online_prm labels must lie in [0, 1], got {float(labels[step])}",
+                trajectory=trajectory,
+                step=step - int(batch.offsets[trajectory]),
+            )
         keep = torch.ones(len(labels), dtype=torch.bool)
         if spec.supervise == "last":
             keep = torch.zeros(len(labels), dtype=torch.bool)
