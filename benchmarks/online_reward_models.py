@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from reasoning_efficiency import markdown_table, samples_to_reach
 
 from densereward.core.segments import Groups, aggregate_segments
 from densereward.evaluation.process import best_of_n_accuracy
@@ -37,13 +38,6 @@ from densereward.models.language import step_end_positions, trajectories_to_rows
 from densereward.runs import RunRecipe, resolve_recipe
 from densereward.worlds.reasoning.rollouts import rollout
 from densereward.worlds.reasoning.world import ReasoningSetup, train_from_sft
-
-
-def samples_to_reach(curve: list[tuple[float, float]], target: float) -> float:
-    for samples, accuracy in curve:
-        if accuracy >= target - 1e-9:
-            return samples
-    return float("inf")
 
 
 def ratio(need: float, base: float) -> str:
@@ -71,14 +65,6 @@ def best_of_n(world: ReasoningSetup, policy, prms: dict, seed: int, n: int = 8) 
         solution = aggregate_segments(scores, batch.segments, "min")
         out[name] = best_of_n_accuracy(solution, correct, group)
     return out
-
-
-def table(log, title: str, header: list[str], rows) -> None:
-    log(f"\n{title}")
-    log("| " + " | ".join(header) + " |")
-    log("|" + "---|" * len(header))
-    for row in rows:
-        log("| " + " | ".join(str(cell) for cell in row) + " |")
 
 
 def main() -> None:
@@ -191,7 +177,7 @@ def report(log, curves, guard, bon, seeds) -> None:
         ]
         for m in methods
     }
-    table(
+    markdown_table(
         log,
         f"1. held-out accuracy vs training samples, mean over seeds {seeds}",
         ["samples", *methods],
@@ -213,14 +199,14 @@ def report(log, curves, guard, bon, seeds) -> None:
             for s in seeds
         ]
         rows.append([m, f"{need:,.0f}", ratio(need, base), " / ".join(per)])
-    table(
+    markdown_table(
         log,
         f"2. samples to reach outcome-only's final accuracy ({target:.3f} on the mean curve; "
         "per seed, that seed's own)",
         ["method", "samples (mean curve)", "ratio", "ratio per seed"],
         rows,
     )
-    table(
+    markdown_table(
         log,
         "3. final accuracy",
         ["method", *(f"seed {s}" for s in seeds), "mean ± std"],
@@ -235,7 +221,7 @@ def report(log, curves, guard, bon, seeds) -> None:
         ),
     )
     if guard:
-        table(
+        markdown_table(
             log,
             "4. the guard: fraction of updates kept / of iterations rewarded by the model",
             ["method", *(f"seed {s}" for s in seeds)],
@@ -246,7 +232,7 @@ def report(log, curves, guard, bon, seeds) -> None:
         )
     for label, rows_by in bon.items():
         if rows_by:
-            table(
+            markdown_table(
                 log,
                 f"5. best-of-8 on held-out problems, samples of the {label} (min step score)",
                 ["reranker", *(f"seed {s}" for s in seeds), "mean"],

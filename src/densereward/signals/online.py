@@ -179,11 +179,10 @@ class OnlinePRM:
                 trajectory=trajectory,
                 step=step - int(batch.offsets[trajectory]),
             )
-        keep = torch.ones(len(labels), dtype=torch.bool)
         if spec.supervise == "last":
-            keep = torch.zeros(len(labels), dtype=torch.bool)
-            keep[batch.offsets[1:][batch.lengths > 0] - 1] = True
-        return Labelled(rows, positions[keep], labels[keep])
+            last = batch.offsets[1:][batch.lengths > 0] - 1
+            positions, labels = positions[last], labels[last]
+        return Labelled(rows, positions, labels)
 
     def split(self, batch: Trajectories, data: Labelled) -> tuple[Labelled, Labelled]:
         """Whole groups held out: ``ceil(holdout · G)`` of the ``G`` groups, drawn afresh."""
