@@ -24,7 +24,7 @@ ALLOWED = {
     "pipeline": {"core", "signals", "transforms", "estimators"},
     "trainers": {"core", "models", "pipeline"},
     "worlds": {"core", "io", "models", "labeling", "evaluation", "pipeline", "trainers"},
-    "runs": {"core", "io", "pipeline", "evaluation", "worlds"},
+    "runs": {"core", "io", "pipeline", "evaluation", "worlds", "signals"},
     "adapters": {"core", "io", "models", "signals", "transforms", "estimators", "pipeline"},
     "judges": {"core", "io", "models", "signals", "adapters"},
     "cli": {

@@ -696,9 +696,18 @@ def train_rm(
 @app.command(name="judge-server")
 @user_errors
 def judge_server(
-    model: Annotated[Path, typer.Argument(help="A causal LM folder (save_pretrained).")],
+    model: Annotated[
+        Path | None, typer.Argument(help="A causal LM folder (save_pretrained).")
+    ] = None,
     tokenizer: Annotated[
         Path | None, typer.Option(help="Tokenizer folder (default: the model's).")
+    ] = None,
+    replies: Annotated[
+        Path | None,
+        typer.Option(
+            help='Instead of a model: answer from this script, JSON lines {"content": "..."}, '
+            "each request's n choices the next n replies."
+        ),
     ] = None,
     name: Annotated[str, typer.Option(help="The model name clients ask for.")] = "judge",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -710,22 +719,108 @@ def judge_server(
         int, typer.Option(help="Most tokens one request may ask to generate (422 above).")
     ] = 512,
 ) -> None:
-    """Serve a local causal LM on OpenAI's /v1/chat/completions and /v1/completions, so judge
-    signals (and any OpenAI client) can ask it; SIGINT or SIGTERM stops it cleanly."""
-    from densereward.judges.chat_server import load_model, serve_chat
+    """Serve a local causal LM (or a script of replies) on OpenAI's /v1/chat/completions and
+    /v1/completions, so judge signals, the Text2Reward loop and any OpenAI client can ask it;
+    SIGINT or SIGTERM stops it cleanly."""
+    from densereward.adapters.server import run_app
+    from densereward.core.errors import ConfigError
+    from densereward.judges.chat_server import (
+        load_model,
+        load_replies,
+        make_chat_app,
+        make_scripted_chat_app,
+    )
 
-    loaded, loaded_tokenizer = load_model(model, tokenizer)
-    serve_chat(
-        loaded,
-        loaded_tokenizer,
+    if (model is None) == (replies is None):
+        raise ConfigError("model", "give a model folder or --replies FILE, one of the two")
+    if replies is not None:
+        served = make_scripted_chat_app(
+            load_replies(replies), model_name=name, max_request_bytes=max_request_bytes
+        )
+    else:
+        assert model is not None
+        loaded, loaded_tokenizer = load_model(model, tokenizer)
+        served = make_chat_app(
+            loaded,
+            loaded_tokenizer,
+            model_name=name,
+            max_request_bytes=max_request_bytes,
+            max_new_tokens_limit=max_tokens_limit,
+        )
+    run_app(
+        served,
         host,
         port,
-        model_name=name,
-        max_request_bytes=max_request_bytes,
-        max_new_tokens_limit=max_tokens_limit,
-        on_ready=lambda h, p: console.print(f"judge server: http://{h}:{p}/v1 ({name})"),
+        "info",
+        lambda h, p: console.print(f"judge server: http://{h}:{p}/v1 ({name})"),
     )
     console.print("stopped")
+
+
+@app.command(name="text2reward")
+@user_errors
+def text2reward(
+    server: Annotated[
+        str, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1.")
+    ],
+    recipe: Annotated[
+        str,
+        typer.Argument(
+            help="Run recipe (a control world): its world, trainer, estimator; its first method "
+            "is the baseline."
+        ),
+    ] = "doorkey",
+    model: Annotated[str, typer.Option(help="The model name to ask.")] = "judge",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default runs/text2reward-TIME).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds of ask, check, train, feed back.")] = 3,
+    candidates: Annotated[int, typer.Option(help="Reward programs asked per round.")] = 4,
+    steps: Annotated[int | None, typer.Option(help="Override the trainer's length.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed of every run.")] = 0,
+    env_weight: Annotated[
+        float, typer.Option(help="Weight of the environment's reward beside a candidate's.")
+    ] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature asked for.")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 1024,
+    timeout: Annotated[float, typer.Option(help="Sandbox seconds per reward call.")] = 30.0,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the server's API key.")
+    ] = None,
+) -> None:
+    """The Text2Reward loop: a model writes reward code for a control task, each program is
+    checked (syntax, signature, a sandboxed trial), trained with PPO (the code runs in the
+    sandbox), and the training statistics go back to the model for the next round."""
+    import os
+    import time
+
+    from densereward.runs.text2reward import Text2RewardConfig, connect, run_text2reward
+
+    config = Text2RewardConfig(
+        rounds=rounds,
+        candidates=candidates,
+        env_weight=env_weight,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        seed=seed,
+    )
+    run_recipe = RunRecipe.from_yaml(resolve_recipe(recipe))
+    if steps is not None:
+        if steps <= 0:
+            raise DenseRewardError("--steps: must be positive")
+        run_recipe = run_recipe.with_length(steps)
+    key = None
+    if api_key_env is not None:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise DenseRewardError(f"--api-key-env: {api_key_env} is not set")
+    folder = out or Path("runs") / f"text2reward-{time.strftime('%Y%m%d-%H%M%S')}"
+    with connect(server, model, key) as client:
+        run_text2reward(
+            run_recipe, client, config, folder, say=lambda line: console.print(line, markup=False)
+        )
+    console.print(f"report: {folder / 'report.md'}")
 
 
 @app.command(name="recipe")

@@ -191,6 +191,9 @@ def test_caller_environment_is_not_visible(monkeypatch: pytest.MonkeyPatch) -> N
         "LC_ALL",
         "LD_LIBRARY_PATH",
         "PYTHONDONTWRITEBYTECODE",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
     }
 
 
@@ -345,3 +348,27 @@ def test_machine_that_cannot_expose_a_private_interpreter_is_refused() -> None:
     )
     with pytest.raises(SandboxUnavailable, match="not readable by an unprivileged user"):
         dataclasses.replace(QUICK, capabilities=private).run_source("result = 1")
+
+
+@pytest.mark.parametrize("mount_namespace", [True, False])
+def test_allowed_package_is_importable_read_only_and_nothing_else_is(
+    mount_namespace: bool,
+) -> None:
+    capabilities = dataclasses.replace(CAPABILITIES, mount_namespace=mount_namespace)
+    if capabilities.refusal() is not None:
+        pytest.skip("this machine needs a mount namespace")
+    sandbox = dataclasses.replace(QUICK, packages=("numpy",), capabilities=capabilities)
+    summed = sandbox.run_source(
+        "import numpy as np\nresult = float(np.arange(1, 101, dtype=np.float64).sum())"
+    )
+    assert (summed.status, summed.value) == ("ok", 5050.0), summed
+    # the package's own folder cannot be changed: it is the caller's installation
+    planted = sandbox.run_source(
+        "import os, numpy\nopen(os.path.join(os.path.dirname(numpy.__file__), 'planted.py'), 'w')"
+    )
+    assert planted.status == "error" and "OSError" in (planted.error or ""), planted
+    assert not (Path(__import__("numpy").__file__).parent / "planted.py").exists()
+    for other in ("import torch", "import densereward", "import yaml"):
+        result = sandbox.run_source(other)
+        assert "ModuleNotFoundError" in (result.error or ""), result
+    still_works(sandbox)

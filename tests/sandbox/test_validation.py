@@ -33,6 +33,14 @@ def test_limits_that_are_not_positive_are_refused(field: str, value: object) -> 
         Sandbox(**{field: value})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("packages", [("no_such_package_here",), ("numpy.linalg",), ("",)])
+def test_packages_that_are_not_installed_top_level_packages_are_refused(
+    packages: tuple[str, ...],
+) -> None:
+    with pytest.raises(ConfigError, match=r"sandbox\.packages"):
+        Sandbox(packages=packages).run_source("result = 1")
+
+
 @pytest.mark.parametrize(
     ("program", "where"),
     [
@@ -43,6 +51,7 @@ def test_limits_that_are_not_positive_are_refused(field: str, value: object) -> 
         (dict(source="x", files={"/abs.py": "x"}), "program.files"),
         (dict(source="x", files={".request.json": "{}"}), "program.files"),
         (dict(source="x", files={"program.py": "x"}), "program.files"),
+        (dict(source="x", files={".packages/numpy/__init__.py": "x"}), "program.files"),
     ],
 )
 def test_bad_programs_are_refused(program: dict[str, object], where: str) -> None:

@@ -495,6 +495,25 @@ def _schema(kind: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def _models_route(app: FastAPI, model_name: str) -> None:
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "densereward"}
+        return {"object": "list", "data": [entry]}
+
+
+def _chat_choices(samples: Sequence[Sample], logprobs: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": s.text},
+            "logprobs": _chat_logprobs(s) if logprobs else None,
+            "finish_reason": s.finish_reason,
+        }
+        for i, s in enumerate(samples)
+    ]
+
+
 def make_chat_app(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -525,10 +544,7 @@ def make_chat_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "model": model_name}
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "densereward"}
-        return {"object": "list", "data": [entry]}
+    _models_route(app, model_name)
 
     @app.post("/v1/chat/completions", openapi_extra=_schema(ChatRequest))
     async def chat(request: Request) -> dict[str, Any]:
@@ -541,15 +557,7 @@ def make_chat_app(
             parsed.top_logprobs or 0,
             max_new_tokens_limit,
         )
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": s.text},
-                "logprobs": _chat_logprobs(s) if parsed.logprobs else None,
-                "finish_reason": s.finish_reason,
-            }
-            for i, s in enumerate(samples)
-        ]
+        choices = _chat_choices(samples, bool(parsed.logprobs))
         return _envelope("chatcmpl", "chat.completion", model_name, choices, prompt_tokens, samples)
 
     @app.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
@@ -630,3 +638,79 @@ def load_model(
             f"cannot load a tokenizer from {tokenizer or model}: {one_line(str(error))}",
         ) from None
     return loaded.eval(), words
+
+
+# --------------------------------------------------------------------------- scripted replies
+def load_replies(path: str | Path) -> list[str]:
+    """The replies of a script file: JSON lines, each ``{"content": "..."}``; one-line errors
+    naming the file and the line."""
+    import json
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError("--replies", f"{path}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError) as error:
+        raise ConfigError("--replies", f"{path}: not a text file ({error})") from None
+    replies = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError("--replies", f"{path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("content"), str):
+            raise ConfigError("--replies", f'{path}:{number}: expected {{"content": "..."}}')
+        replies.append(record["content"])
+    if not replies:
+        raise ConfigError("--replies", f"{path}: holds no replies")
+    return replies
+
+
+def make_scripted_chat_app(
+    replies: Sequence[str], *, model_name: str = "scripted", max_request_bytes: int = 1 << 20
+) -> FastAPI:
+    """OpenAI's chat route answered from a script: each request's ``n`` choices are the next
+    ``n`` replies, in order, whatever it asks; 503 once the script is used up.
+
+    It stands in for a model where none can run (tests, a replay of a recorded session) and
+    speaks the protocol exactly as :func:`make_chat_app` does: the same request validation, the
+    same reply envelope, so a client cannot tell the two apart but by the text.
+    """
+    script = list(replies)
+    position = 0
+    lock = asyncio.Lock()
+    app = refusing_app(
+        "densereward chat (scripted)",
+        f"OpenAI-compatible chat replies from a script of {len(script)}.",
+        lambda: None,
+    )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": model_name, "replies_left": len(script) - position}
+
+    _models_route(app, model_name)
+
+    @app.post("/v1/chat/completions", openapi_extra=_schema(ChatRequest))
+    async def chat(request: Request) -> dict[str, Any]:
+        nonlocal position
+        parsed = parse(ChatRequest, await read_body(request, max_request_bytes))
+        if parsed.logprobs:
+            raise Refusal(422, "field 'logprobs': a scripted reply has no log-probabilities")
+        async with lock:
+            if position + parsed.n > len(script):
+                raise Refusal(
+                    503,
+                    f"the script's {len(script)} replies are used up "
+                    f"({len(script) - position} left, {parsed.n} asked)",
+                )
+            texts = script[position : position + parsed.n]
+            position += parsed.n
+        samples = [Sample(t, "stop", [], [], [], len(t.split())) for t in texts]
+        prompt_words = sum(len(m.content.split()) for m in parsed.messages)
+        choices = _chat_choices(samples, False)
+        return _envelope("chatcmpl", "chat.completion", model_name, choices, prompt_words, samples)
+
+    return app

@@ -128,8 +128,28 @@ def _set_up(request: dict[str, Any]) -> None:
         os.chmod(scratch, 0o700)
         for name in (".request.json", ".launcher.py"):
             os.unlink(os.path.join(scratch, name))
+    _expose_packages(request)
     for name, text in request["files"].items():
         _write_file(os.path.join(scratch, name), base64.b64decode(text), uid, gid)
+
+
+def _expose_packages(request: dict[str, Any]) -> None:
+    """Each allowed package under ``.packages/``: bound read-only where there is a mount
+    namespace (it is readable even where the sandbox user could not reach it), linked otherwise."""
+    if not request["packages"]:
+        return
+    folder = os.path.join(request["scratch"], ".packages")
+    os.mkdir(folder, 0o755)
+    for name, source in request["packages"]:
+        target = os.path.join(folder, name)
+        if request["mount"]:
+            os.mkdir(target, 0o755)
+            _mount(source, target, None, MS_BIND, None)
+            _mount(
+                None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None
+            )
+        else:
+            os.symlink(source, target)
 
 
 def _drop_privileges(request: dict[str, Any]) -> None:
@@ -276,6 +296,8 @@ def _enter(request: dict[str, Any], result_fd: int) -> None:
         return visible + path[len(prefix) :] if path.startswith(prefix) else path
 
     sys.path[:] = [scratch] + [moved(entry) for entry in sys.path]
+    if request["packages"]:
+        sys.path.append(os.path.join(scratch, ".packages"))
     sys.executable = moved(sys.executable)
     if visible != prefix:
         # the interpreter finds libpython by an absolute run path the sandbox user cannot reach

@@ -10,7 +10,7 @@ from typing import Any
 
 from densereward.core.errors import ConfigError
 
-_RESERVED = (".request.json", ".launcher.py", ".python")
+_RESERVED = (".request.json", ".launcher.py", ".python", ".packages")
 
 
 @dataclass(frozen=True)

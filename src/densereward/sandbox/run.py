@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import math
 import os
@@ -68,10 +69,17 @@ class Sandbox:
     """how much of the end of stdout and of stderr is kept"""
     result_bytes: int = 1 << 20
     """the largest reply (the JSON value) accepted"""
+    packages: tuple[str, ...] = ()
+    """installed third-party packages the program may import (``("numpy",)``), each exposed
+    read-only on its own: never the rest of site-packages, never densereward"""
     capabilities: Capabilities | None = field(default=None, compare=False, repr=False)
     """the machine's mechanisms; ``None``: :func:`probe` them (tests pass fewer to see fallbacks)"""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "packages", tuple(self.packages))
+        for package in self.packages:
+            if not isinstance(package, str) or not package.isidentifier():
+                raise ConfigError("sandbox.packages", f"not a package name: {package!r}")
         for name in ("timeout", "cpu_seconds"):
             value = getattr(self, name)
             if value is None and name == "cpu_seconds":
@@ -180,6 +188,7 @@ class Sandbox:
             "prefix": capabilities.prefix,
             "visible_prefix": visible_prefix,
             "scratch_mb": self.scratch_mb,
+            "packages": package_folders(self.packages),
             "status_fd": status_write,
             "result_fd": result_write,
             "limits": {
@@ -202,6 +211,10 @@ class Sandbox:
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # BLAS thread pools would count against the process limit and the address space
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
         }
         started = time.monotonic()
         try:
@@ -288,6 +301,26 @@ class Sandbox:
 
 
 _LIMITS = ("cpu", "memory", "wall", "file_size", "processes", "open_files", "result_size")
+
+
+def package_folders(packages: Iterable[str]) -> list[tuple[str, str]]:
+    """``(name, folder)`` of each installed top-level package and of the shared libraries its
+    wheel carries beside it (``numpy.libs``); a one-line ``ConfigError`` for one not installed."""
+    folders: list[tuple[str, str]] = []
+    for name in packages:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not locations:
+            raise ConfigError("sandbox.packages", f"{name!r} is not an installed package")
+        folder = os.path.realpath(locations[0])
+        folders.append((name, folder))
+        companion = Path(folder).with_name(f"{name}.libs")
+        if companion.is_dir():
+            folders.append((companion.name, str(companion)))
+    return folders
 
 
 def _namespace_flags(capabilities: Capabilities, mount: bool, pid: bool) -> list[str]:

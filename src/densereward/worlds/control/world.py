@@ -137,6 +137,63 @@ class ControlWorld(World):
     def report(self, results: RunResults) -> str:
         return control_report(self, results)
 
+    def describe(self) -> str:
+        """What a reward function of this environment receives, for a model writing one
+        (Text2Reward's environment abstraction): the arrays, their shapes and meaning."""
+        return describe_environment(self.env_id)
+
+    def sample_transitions(self, n: int, seed: int) -> tuple[np.ndarray, ...]:
+        """``n`` transitions ``(obs, act, next_obs, terminated, truncated)`` of a uniformly random
+        policy, for trying a reward function before any training."""
+        env = make_env(self.env_id)
+        env.action_space.seed(seed)
+        obs, _ = env.reset(seed=seed)
+        rows: list[tuple[Any, ...]] = []
+        for _ in range(n):
+            action = env.action_space.sample()
+            next_obs, _, terminated, truncated, _ = env.step(action)
+            rows.append((obs, action, next_obs, terminated, truncated))
+            obs = env.reset()[0] if terminated or truncated else next_obs
+        env.close()
+        return tuple(np.stack([np.asarray(row[k]) for row in rows]) for k in range(5))
+
+
+MINIGRID_OBSERVATION = """\
+`obs` and `next_obs` are uint8 arrays of shape [n, 7, 7, 3]: the agent's egocentric 7x7 view,
+indexed [n, x, y, channel]. The agent stands at x=3, y=6 (bottom centre) facing towards y=0;
+cells behind walls are unseen. Channel 0 is the object: 0 unseen, 1 empty, 2 wall, 3 floor,
+4 door, 5 key, 6 ball, 7 box, 8 goal, 9 lava. Channel 1 is its colour (0 red, 1 green, 2 blue,
+3 purple, 4 yellow, 5 grey). Channel 2 is a door's state: 0 open, 1 closed, 2 locked. What the
+agent carries is shown in its own cell: next_obs[:, 3, 6, 0] == 5 means it holds a key.
+`act` is an int64 array of shape [n]: 0 turn left, 1 turn right, 2 move forward, 3 pick up,
+4 drop, 5 toggle (open a door, with the key for a locked one), 6 done.
+`terminated` and `truncated` are bool arrays of shape [n]: the episode ended at the goal (or in
+lava), or ran out of time. The environment's own reward is 1 - 0.9 * steps / max_steps on
+reaching the goal and 0 otherwise."""
+
+
+def describe_environment(env_id: str) -> str:
+    """The reward function's inputs for ``env_id``: MiniGrid's image encoding spelled out, any
+    other environment's observation and action spaces as Gymnasium prints them."""
+    env = make_env(env_id)
+    try:
+        mission = getattr(env.unwrapped, "mission", None)
+        if env_id.startswith("MiniGrid-"):
+            env.reset(seed=0)
+            mission = getattr(env.unwrapped, "mission", None)
+            body = MINIGRID_OBSERVATION
+        else:
+            body = (
+                f"`obs` and `next_obs` are arrays of shape [n, *{env.observation_space.shape}] "
+                f"from the observation space {env.observation_space}. `act` is an array of shape "
+                f"[n, ...] from the action space {env.action_space}. `terminated` and `truncated` "
+                "are bool arrays of shape [n]."
+            )
+    finally:
+        env.close()
+    task = f"Environment {env_id}" + (f"; the mission: {mission}." if mission else ".")
+    return f"{task}\n{body}"
+
 
 def summarize(results: RunResults, threshold: float) -> dict[str, dict[str, np.ndarray]]:
     """Per method, over seeds: final success and true return (mean over the last 10 % of
@@ -223,4 +280,4 @@ def control_report(world: ControlWorld, results: RunResults) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ControlWorld", "control_report", "summarize"]
+__all__ = ["ControlWorld", "control_report", "describe_environment", "summarize"]
