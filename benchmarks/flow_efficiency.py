@@ -16,6 +16,7 @@
 
     .venv/bin/python benchmarks/flow_efficiency.py            # defaults below, a few minutes
     .venv/bin/python benchmarks/flow_efficiency.py --seeds 5 --updates 40 --hack-updates 80
+    .venv/bin/python benchmarks/flow_efficiency.py --dataset digits   # 8×8 digits, classifier gold
 """
 
 from __future__ import annotations
@@ -85,8 +86,18 @@ def sign_flip_p_value(differences: np.ndarray, rounds: int = 20000) -> float:
     return float(np.mean(flipped <= observed + 1e-12))
 
 
+def make_world(args: argparse.Namespace, **fields: object) -> FlowWorld:
+    hidden = args.hidden if args.hidden is not None else (256 if args.dataset == "digits" else 128)
+    return FlowWorld(
+        dataset=args.dataset,
+        hidden=hidden,
+        pretrain_steps=args.pretrain_steps,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 def efficiency(args: argparse.Namespace) -> None:
-    world = FlowWorld(pretrain_steps=args.pretrain_steps)
+    world = make_world(args)
     trainer = FlowGRPOConfig(updates=args.updates, learning_rate=args.learning_rate)
     methods = {m: METHODS[m] for m in METHODS if m == "flow_grpo" or m in args.methods}
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in methods}
@@ -164,7 +175,7 @@ def efficiency(args: argparse.Namespace) -> None:
 
 
 def hacking(args: argparse.Namespace) -> None:
-    world = FlowWorld(reward="proxy", pretrain_steps=args.pretrain_steps)
+    world = make_world(args, reward="proxy")
     print(
         f"\n## 2. Trained on the proxy: held-out proxy vs gold; {args.seeds} seeds, "
         f"{args.hack_updates} updates\n"
@@ -200,7 +211,7 @@ def hacking(args: argparse.Namespace) -> None:
 
 
 def steering(args: argparse.Namespace) -> None:
-    world = FlowWorld(pretrain_steps=args.pretrain_steps)
+    world = make_world(args)
     print(
         f"\n## 3. FK steering of the pretrained flow by gold reward of ODE completions "
         f"(strength {args.strength:g}, resampling every step); {args.seeds} seeds x "
@@ -237,7 +248,7 @@ def steering(args: argparse.Namespace) -> None:
                 resample="every",
             )
             flat = prompts.repeat_interleave(particles)
-            gold = rewards.gold(out.samples.reshape(-1, 2), flat).view(-1, particles)
+            gold = rewards.gold(out.samples.reshape(flat.shape[0], -1), flat).view(-1, particles)
             weights = out.log_weights.exp()
             steered.append(float((weights * gold).sum(1).mean()))
             on_target.append(float((weights * (gold > 0.5)).sum(1).mean()))
@@ -257,7 +268,7 @@ def steering(args: argparse.Namespace) -> None:
 
 
 def tree_search(args: argparse.Namespace) -> None:
-    world = FlowWorld(pretrain_steps=args.pretrain_steps)
+    world = make_world(args)
     print(
         f"\n## 4. Diffusion tree sampling of the pretrained flow by terminal gold reward "
         f"(λ {args.strength:g}, width {args.width}); {args.seeds} seeds x {args.systems} trees "
@@ -330,6 +341,10 @@ def main() -> None:
     parser.add_argument("--hack-updates", type=int, default=150)
     parser.add_argument("--kl-coefs", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     parser.add_argument("--pretrain-steps", type=int, default=2000)
+    parser.add_argument("--dataset", choices=["mixture", "digits"], default="mixture")
+    parser.add_argument(
+        "--hidden", type=int, default=None, help="velocity MLP width (default 128; 256 digits)"
+    )
     parser.add_argument("--particles", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--systems", type=int, default=64)
     parser.add_argument("--strength", type=float, default=10.0)

@@ -1,5 +1,5 @@
-"""The generator: a prompt-conditioned rectified-flow velocity field on 2-D points, its data, and
-the samplers (the ODE for evaluation and completions, Flow-GRPO's SDE with exact per-step
+"""The generator: a prompt-conditioned rectified-flow velocity field on 2-D points or 8×8 images
+(flattened to 64 numbers), its data, and the samplers (the ODE for evaluation and completions, Flow-GRPO's SDE with exact per-step
 Gaussian log-probabilities for RL).
 
 Time runs from ``t = 1`` (noise) to ``t = 0`` (data) on the grid ``t_k = 1 - k / T``; rectified
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,7 @@ class Mixture:
 
     prompts: int = 4
     target_weight: float = 0.25
+    dims: int = 2
 
     def centers(self) -> Tensor:
         angles = torch.arange(2 * self.prompts, dtype=torch.float32) * (math.pi / self.prompts)
@@ -51,19 +53,21 @@ class Mixture:
 
 
 class VelocityField(nn.Module):
-    """``v_θ(x, t, c)``: an MLP on the point, Fourier features of t and a prompt embedding."""
+    """``v_θ(x, t, c)``: an MLP on the sample (``dims`` numbers), Fourier features of t and a
+    prompt embedding."""
 
-    def __init__(self, prompts: int, hidden: int = 128) -> None:
+    def __init__(self, prompts: int, hidden: int = 128, dims: int = 2) -> None:
         super().__init__()
+        self.dims = dims
         self.embedding = nn.Embedding(prompts, 16)
         self.net = nn.Sequential(
-            nn.Linear(2 + 1 + 2 * FREQUENCIES + 16, hidden),
+            nn.Linear(dims + 1 + 2 * FREQUENCIES + 16, hidden),
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, 2),
+            nn.Linear(hidden, dims),
         )
 
     def forward(self, x: Tensor, t: Tensor, prompts: Tensor) -> Tensor:
@@ -73,9 +77,21 @@ class VelocityField(nn.Module):
         return self.net(torch.cat(features, 1))
 
 
+class Data(Protocol):
+    """What the generator learns: ``prompts`` classes of ``dims``-number samples."""
+
+    @property
+    def prompts(self) -> int: ...
+
+    @property
+    def dims(self) -> int: ...
+
+    def sample(self, prompts: Tensor, generator: torch.Generator) -> Tensor: ...
+
+
 def pretrain(
     model: VelocityField,
-    data: Mixture,
+    data: Data,
     steps: int,
     generator: torch.Generator,
     batch_size: int = 256,
@@ -88,7 +104,7 @@ def pretrain(
     for _ in range(steps):
         prompts = torch.randint(data.prompts, (batch_size,), generator=generator)
         x0 = data.sample(prompts, generator)
-        noise = torch.randn(batch_size, 2, generator=generator)
+        noise = torch.randn(batch_size, data.dims, generator=generator)
         t = torch.rand(batch_size, 1, generator=generator)
         xt = (1 - t) * x0 + t * noise
         loss = (model(xt, t, prompts) - (noise - x0)).pow(2).sum(1).mean()
@@ -179,7 +195,10 @@ def sample_sde(
     from fresh noise, or from ``initial`` states standing at grid index ``start``, up to grid
     index ``stop`` (default ``T``): the returned arrays hold steps ``start .. stop - 1``."""
     grid = time_grid(steps)
-    x = torch.randn(prompts.shape[0], 2, generator=generator) if initial is None else initial
+    if initial is None:
+        x = torch.randn(prompts.shape[0], model.dims, generator=generator)
+    else:
+        x = initial
     states, nexts, log_probs, means, stds = [], [], [], [], []
     for k in range(start, steps if stop is None else stop):
         mean, std = sde_mean_std(x, model(x, grid[k], prompts), grid, k, noise_level)
@@ -253,12 +272,13 @@ def complete_ode(
 def sample_ode(
     model: VelocityField, prompts: Tensor, steps: int, generator: torch.Generator
 ) -> Tensor:
-    """ODE samples from fresh noise: ``[n, 2]``."""
-    noise = torch.randn(prompts.shape[0], 2, generator=generator)
+    """ODE samples from fresh noise: ``[n, dims]``."""
+    noise = torch.randn(prompts.shape[0], model.dims, generator=generator)
     return complete_ode(model, noise, torch.zeros_like(prompts), prompts, steps)
 
 
 __all__ = [
+    "Data",
     "Mixture",
     "NoiseLevel",
     "SDETrajectory",

@@ -12,13 +12,13 @@ from torch import Tensor
 from densereward.worlds.flow.model import VelocityField, sde_mean_std, time_grid
 
 Intermediate = Callable[[Tensor, int, Tensor], Tensor]
-"""``(states [N, 2], grid index, prompts [N]) -> r [N]``: an intermediate reward of each state
+"""``(states [N, dims], grid index, prompts [N]) -> r [N]``: an intermediate reward of each state
 (the reward of its ODE completion, say)."""
 
 
 @dataclass(frozen=True)
 class Steered:
-    """``samples [systems, particles, 2]``, their final ``log_weights`` (normalised per system),
+    """``samples [systems, particles, dims]``, their final ``log_weights`` (normalised per system),
     and how many resampling events each system had."""
 
     samples: Tensor
@@ -60,7 +60,8 @@ def fk_steer(
     systems = prompts.shape[0]
     grid = time_grid(steps)
     flat_prompts = prompts.repeat_interleave(particles)
-    x = torch.randn(systems * particles, 2, generator=generator)
+    dims = model.dims
+    x = torch.randn(systems * particles, dims, generator=generator)
     log_weights = torch.zeros(systems, particles)
     previous = torch.zeros(systems, particles)
     resamplings = torch.zeros(systems, dtype=torch.long)
@@ -79,13 +80,13 @@ def fk_steer(
             chosen = torch.multinomial(
                 torch.softmax(log_weights[rows], 1), particles, True, generator=generator
             )
-            view = x.view(systems, particles, 2)
-            view[rows] = torch.gather(view[rows], 1, chosen.unsqueeze(2).expand(-1, -1, 2))
+            view = x.view(systems, particles, dims)
+            view[rows] = torch.gather(view[rows], 1, chosen.unsqueeze(2).expand(-1, -1, dims))
             previous[rows] = torch.gather(previous[rows], 1, chosen)
             log_weights[rows] = 0.0
             resamplings += due.long()
     normalised = log_weights - torch.logsumexp(log_weights, 1, keepdim=True)
-    return Steered(x.view(systems, particles, 2), normalised, resamplings)
+    return Steered(x.view(systems, particles, dims), normalised, resamplings)
 
 
 __all__ = ["Steered", "effective_sample_size", "fk_steer"]

@@ -88,7 +88,7 @@ def tree_sample(
     systems = prompts.shape[0]
     grid = time_grid(steps)
     nodes = 1 + rollouts * (steps + 1)
-    states = torch.zeros(systems, nodes, 2)
+    states = torch.zeros(systems, nodes, model.dims)
     depth = torch.full((systems, nodes), -2, dtype=torch.long)
     depth[:, 0] = -1
     children = torch.full((systems, nodes, width), -1, dtype=torch.long)
@@ -96,7 +96,7 @@ def tree_sample(
     used = torch.ones(systems, dtype=torch.long)
     rows = torch.arange(systems)
     evaluations = 0
-    best = torch.zeros(systems, 2)
+    best = torch.zeros(systems, model.dims)
     best_reward = torch.full((systems,), -torch.inf)
 
     def select(current: Tensor, among: Tensor) -> Tensor:
@@ -123,7 +123,7 @@ def tree_sample(
                 grow = torch.nonzero(expanding).squeeze(1)
                 parent = states[grow, current[grow]]
                 if level == 0:
-                    new = torch.randn(grow.shape[0], 2, generator=generator)
+                    new = torch.randn(grow.shape[0], model.dims, generator=generator)
                 else:
                     mean, std = sde_mean_std(
                         parent,

@@ -1,7 +1,7 @@
-"""The flow world as a ``World``: a prompt-conditioned rectified flow on 2-D points, fine-tuned
-with Flow-GRPO on denoising trajectories.
+"""The flow world as a ``World``: a prompt-conditioned rectified flow on 2-D points or 8×8 digit
+images, fine-tuned with Flow-GRPO on denoising trajectories.
 
-A run recipe's ``world: {kind: flow, reward: gold}``. One seed's methods share one setup (the
+A run recipe's ``world: {kind: flow, reward: gold}`` (``dataset: digits`` for the images). One seed's methods share one setup (the
 pretrained flow and the proxy probe), so they run as one unit of work per seed. Each denoising
 step is a step of a ``Trajectories`` batch (groups = samples of one prompt), the terminal reward
 is the trajectory's ``outcome``; signals may ask for ``completion`` (the reward of a state's ODE
@@ -36,7 +36,9 @@ from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.evaluation.curves import first_reaching, trailing_mean
 from densereward.pipeline import Pipeline, Recipe
+from densereward.worlds.flow.images import Digits, ImageRewards
 from densereward.worlds.flow.model import (
+    Data,
     Mixture,
     SDETrajectory,
     VelocityField,
@@ -54,6 +56,8 @@ SMOOTHING = 5
 EVALUATION_SEED, PROBE_SEED = 2_000_000, 3_000_000
 PICTURE_SAMPLES = 16
 """ODE samples per prompt kept in each evaluation row for the report's scatter."""
+IMAGE_SAMPLES = 4
+"""ODE images per prompt kept in each evaluation row for the report's grid (digits)."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +94,15 @@ class FlowSetup:
 
     seed: int
     model: VelocityField
-    rewards: Rewards
+    rewards: Rewards | ImageRewards
 
 
 class Completion:
     """DenseGRPO's latent reward: ``R(x̂_0)`` of each state's ODE completion under ``policy``."""
 
-    def __init__(self, policy: VelocityField, rewards: Rewards, kind: str, steps: int) -> None:
+    def __init__(
+        self, policy: VelocityField, rewards: Rewards | ImageRewards, kind: str, steps: int
+    ) -> None:
         self.policy, self.rewards, self.kind, self.steps = policy, rewards, kind, steps
 
     def __call__(
@@ -114,10 +120,15 @@ class Completion:
 @register("world", "flow", paper="Rectified flow (Liu et al. 2023); Flow-GRPO (Liu et al. 2025)")
 @dataclass(frozen=True)
 class FlowWorld(World):
-    """A prompt-conditioned 2-D rectified flow fine-tuned by Flow-GRPO on a gold or proxy reward."""
+    """A prompt-conditioned rectified flow (2-D points or 8×8 digits) fine-tuned by Flow-GRPO on a
+    gold or proxy reward."""
 
+    dataset: Literal["mixture", "digits"] = "mixture"
+    """``mixture``: 2-D points, each prompt two modes of a ring, the rarer one its target (gold:
+    closeness to it); ``digits``: scikit-learn's 8×8 digits, prompt ``c`` the digit ``c`` (gold:
+    a classifier's probability of it times an in-range quality factor; ``prompts`` ≤ 10)"""
     prompts: Annotated[int, Interval(ge=2, le=16)] = 4
-    """prompts (classes); each owns two adjacent modes of a ring, the rarer one its target"""
+    """prompts (classes)"""
     target_weight: Annotated[float, Interval(gt=0.0, lt=1.0)] = 0.25
     """data weight of each prompt's target mode (the pretrained model's gold reward ≈ this)"""
     steps: Annotated[int, Interval(ge=2, le=50)] = 10
@@ -140,9 +151,15 @@ class FlowWorld(World):
     )
     shares_setup: ClassVar = True
 
+    def __post_init__(self) -> None:
+        if self.dataset == "digits" and self.prompts > 10:
+            raise ConfigError("prompts", f"the digits are 10 classes, got {self.prompts}")
+
     def label(self) -> str:
+        kind = "8×8 digit" if self.dataset == "digits" else "2-D"
         return (
-            f"2-D rectified flow, {self.prompts} prompts, {self.steps} steps, {self.reward} reward"
+            f"{kind} rectified flow, {self.prompts} prompts, {self.steps} steps, "
+            f"{self.reward} reward"
         )
 
     def offers(self) -> Needs:
@@ -155,16 +172,25 @@ class FlowWorld(World):
     def budget(self, trainer: FlowGRPOConfig) -> int:
         return trainer.updates * trainer.prompts_per_update * trainer.group_size
 
-    def data(self) -> Mixture:
+    def data(self) -> Data:
+        if self.dataset == "digits":
+            return Digits(self.prompts)
         return Mixture(self.prompts, self.target_weight)
 
     def setup(self, seed: int) -> FlowSetup:
         generator = torch.Generator().manual_seed(seed)
+        data = self.data()
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = VelocityField(self.prompts, self.hidden)
-        pretrain(model, self.data(), self.pretrain_steps, generator)
-        rewards = Rewards.fit(self.data(), torch.Generator().manual_seed(PROBE_SEED + seed))
+            model = VelocityField(self.prompts, self.hidden, data.dims)
+        pretrain(model, data, self.pretrain_steps, generator)
+        probe = torch.Generator().manual_seed(PROBE_SEED + seed)
+        rewards: Rewards | ImageRewards
+        if isinstance(data, Digits):
+            rewards = ImageRewards.fit(data, probe)
+        else:
+            assert isinstance(data, Mixture)
+            rewards = Rewards.fit(data, probe)
         return FlowSetup(seed, model, rewards)
 
     # ------------------------------------------------------------------ training
@@ -213,9 +239,9 @@ class FlowWorld(World):
             )
         else:
             trajectory = sample_sde(policy, prompts, steps, levels, generator)
-        n = prompts.shape[0]
-        flat_states = trajectory.states.reshape(n * steps, 2)
-        flat_next = trajectory.next_states.reshape(n * steps, 2)
+        n, dims = prompts.shape[0], policy.dims
+        flat_states = trajectory.states.reshape(n * steps, dims)
+        flat_next = trajectory.next_states.reshape(n * steps, dims)
         index = torch.arange(steps).repeat(n)
         flat_prompts = prompts.repeat_interleave(steps)
         with torch.no_grad():
@@ -224,7 +250,9 @@ class FlowWorld(World):
             )
         std = trajectory.stds.repeat(n)
         # Both policies share the SDE's σ_t: KL(N(μ_θ, s²) || N(μ_ref, s²)) = |μ_θ - μ_ref|² / 2s²
-        kl = (trajectory.means.reshape(n * steps, 2) - reference_mean).pow(2).sum(1) / (2 * std**2)
+        kl = (trajectory.means.reshape(n * steps, dims) - reference_mean).pow(2).sum(1) / (
+            2 * std**2
+        )
         final = trajectory.final
         gold = setup.rewards.gold(final, prompts)
         proxy = setup.rewards.proxy(final, prompts)
@@ -351,6 +379,11 @@ class FlowWorld(World):
             "eval_proxy": float(proxy.mean()),
             "eval_on_target": float((gold > 0.5).float().mean()),
         }
+        if self.dataset == "digits":
+            for i in range(IMAGE_SAMPLES * self.prompts):
+                for pixel in range(x.shape[1]):
+                    out[f"image_{i}_{pixel}"] = float(x[i, pixel])
+            return out
         for i in range(PICTURE_SAMPLES * self.prompts):
             out[f"sample_{i}_x"], out[f"sample_{i}_y"] = float(x[i, 0]), float(x[i, 1])
         return out
@@ -383,7 +416,7 @@ def scatter_picture(world: FlowWorld, results: RunResults) -> str:
     methods = results.methods
     figure, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.3), dpi=90)
     axes = np.atleast_1d(axes)
-    data = world.data()
+    data = Mixture(world.prompts, world.target_weight)
     targets, others = data.targets().numpy(), data.others().numpy()
     for axis, method in zip(axes, methods, strict=True):
         row = next(e for e in results.evaluations if e["method"] == method)
@@ -402,6 +435,37 @@ def scatter_picture(world: FlowWorld, results: RunResults) -> str:
         axis.set_xlim(-limit, limit)
         axis.set_ylim(-limit, limit)
     figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_grid_picture(world: FlowWorld, results: RunResults) -> str:
+    """A PNG (base64): per method (rows), the first seed's held-out images, ``IMAGE_SAMPLES``
+    per prompt (columns: digit 0's, then digit 1's, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = results.methods
+    count = IMAGE_SAMPLES * world.prompts
+    figure, axes = plt.subplots(
+        len(methods), count, figsize=(0.55 * count + 1.5, 0.6 * len(methods) + 0.3), dpi=90
+    )
+    axes = np.atleast_2d(axes)
+    for row_axes, method in zip(axes, methods, strict=True):
+        row = next(e for e in results.evaluations if e["method"] == method)
+        # evaluation samples run prompt 0, 1, ..., prompts - 1, 0, 1, ...: order by prompt
+        order = sorted(range(count), key=lambda i: (i % world.prompts, i))
+        for axis, i in zip(row_axes, order, strict=True):
+            pixels = np.array([row.get(f"image_{i}_{p}", np.nan) for p in range(64)])
+            axis.imshow(pixels.reshape(8, 8), cmap="gray_r", vmin=-1, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        row_axes[0].set_ylabel(method, rotation=0, ha="right", va="center", fontsize=8)
+    figure.tight_layout(pad=0.2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
@@ -463,10 +527,21 @@ def flow_report(world: FlowWorld, results: RunResults) -> str:
         "",
         "![KL to the initial policy](kl.png)",
         "",
-        "Held-out ODE samples of each method (first seed; colour = prompt, ★ = the prompt's "
-        "target mode, ○ = its other mode):",
-        "",
-        f"![samples](data:image/png;base64,{scatter_picture(world, results)})",
+        *(
+            [
+                f"Held-out ODE images of each method (first seed; {IMAGE_SAMPLES} per prompt, "
+                "digits 0, 1, ... left to right):",
+                "",
+                f"![samples](data:image/png;base64,{image_grid_picture(world, results)})",
+            ]
+            if world.dataset == "digits"
+            else [
+                "Held-out ODE samples of each method (first seed; colour = prompt, ★ = the "
+                "prompt's target mode, ○ = its other mode):",
+                "",
+                f"![samples](data:image/png;base64,{scatter_picture(world, results)})",
+            ]
+        ),
         "",
         "Files: `config.yaml` (resolved recipe), `metrics.parquet` (one row per update per run), "
         "`evaluation.parquet` (held-out samples per run), `checkpoints/` (velocity fields).",
