@@ -125,7 +125,7 @@ def main() -> None:
             rows.setdefault(key, []).append(record)
     wall = time.perf_counter() - start
     base = rows["sparse"]
-    base_steps = np.median([r["steps_to_threshold"] for r in base])
+    base_steps = np.median([r["steps_to_threshold"] or np.inf for r in base])
     print(f"\nseeds {args.seeds}, {recipe.budget:,} PPO steps per run, {wall:.0f} s in all")
     print("| candidate | stage | final success | median steps to 90 % | vs sparse | held-out |")
     print("|---|---|---|---|---|---|")
@@ -135,7 +135,8 @@ def main() -> None:
             print(f"| {key} | rejected: {stage} | - | - | - | - |")
             continue
         finals = np.array([r["final_success"] for r in records])
-        steps = np.array([r["steps_to_threshold"] for r in records], dtype=float)
+        # null: never reached
+        steps = np.array([r["steps_to_threshold"] or np.inf for r in records], dtype=float)
         median = np.median(steps) if np.isfinite(steps).sum() * 2 > len(steps) else math.inf
         ratio = (
             f"{median / base_steps:.2f}x"
@@ -143,7 +144,7 @@ def main() -> None:
             else "-"
         )
         reached = f"{median:,.0f}" if math.isfinite(median) else "never"
-        held = np.nanmean([r["held_out_success"] for r in records])
+        held = np.nanmean(np.array([r["held_out_success"] for r in records], dtype=float))
         print(
             f"| {key} | {stage} | {finals.mean():.2f} ± {finals.std():.2f} | {reached} "
             f"({np.isfinite(steps).sum()}/{len(steps)}) | {ratio} | {held:.2f} |"

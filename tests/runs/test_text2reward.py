@@ -98,7 +98,11 @@ def test_loop_rejects_trains_and_feeds_back(tmp_path: Path) -> None:
     assert f"held-out success {constant['held_out_success']:.2f}" in feedback
     assert "+0.2500 (the environment's" in feedback
 
-    records = [json.loads(line) for line in (tmp_path / "candidates.jsonl").open()]
+    def strict(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    lines = (tmp_path / "candidates.jsonl").open()
+    records = [json.loads(line, parse_constant=strict) for line in lines]
     assert [r["candidate"] for r in records] == ["sparse", 1, 2, 3, 1, 2, 3]
     best = max(
         (c for c in candidates if c.statistics),
@@ -107,6 +111,29 @@ def test_loop_rejects_trains_and_feeds_back(tmp_path: Path) -> None:
     assert (tmp_path / "best_reward.py").read_text() == best.code
     assert (tmp_path / "round-2/candidate-1.py").read_text() == KEY
     assert "| 1 | 2 | syntax |" in (tmp_path / "report.md").read_text()
+
+
+def test_candidate_that_fails_during_training_is_fed_back_and_the_loop_goes_on(
+    tmp_path: Path,
+) -> None:
+    # 64 trial transitions pass; a training batch holds 4 x 128 = 512
+    late = (
+        "```python\nimport numpy as np\n\ndef compute_reward(obs, act, next_obs, terminated, "
+        "truncated):\n    if len(obs) > 100:\n        raise ValueError('too many')\n"
+        "    return np.zeros(len(obs))\n```"
+    )
+    config = Text2RewardConfig(rounds=2, candidates=1, timeout=3.0, trial_transitions=64)
+    with (
+        running(make_scripted_chat_app([late, f"```python\n{CONSTANT}```"])) as base,
+        JudgeClient(f"{base}/v1", "scripted", cache=None, retries=0) as client,
+    ):
+        candidates = run_text2reward(RunRecipe.from_dict(RECIPE), client, config, tmp_path)
+    assert [c.stage for c in candidates] == ["training", "trained"]
+    assert "ValueError: too many" in (candidates[0].problem or "")
+    conversation = [json.loads(line) for line in (tmp_path / "conversation.jsonl").open()]
+    feedback = conversation[1]["messages"][-1][1]
+    assert "Candidate 1: rejected at the training check" in feedback
+    assert "No candidate could be trained yet" in feedback
 
 
 def test_cli_runs_the_loop_and_names_a_bad_server_in_one_line(tmp_path: Path) -> None:

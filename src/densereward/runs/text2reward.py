@@ -13,7 +13,8 @@ chat request for ``candidates`` choices. A candidate is used only if it passes, 
 2. ``trial``: run in the sandbox on transitions of a random policy, it returns one finite reward
    per transition.
 
-Rejected candidates are fed back with the reason. Accepted ones train PPO on the run recipe's
+Rejected candidates are fed back with the reason, and so is one that passes the trial but fails
+on a training batch (its run stops there, the loop goes on). Accepted ones train PPO on the run recipe's
 world, trainer and seed with ``env_weight · r_env + R_k`` (the ``reward_code`` signal, in the
 sandbox on every batch, and ``combine``), beside the recipe's first method as the baseline. The
 loop keeps the best candidate by final success, then steps to the success threshold.
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from densereward.core.errors import ConfigError
+from densereward.core.errors import ConfigError, ValidationError
 from densereward.evaluation.curves import first_reaching, trailing_mean
 from densereward.io.atomic import atomic_path
 from densereward.pipeline import Recipe
@@ -96,7 +97,8 @@ class Candidate:
     index: int
     code: str | None
     stage: str
-    """``"syntax"``, ``"signature"``, ``"trial"`` (rejected there) or ``"trained"``"""
+    """``"syntax"``, ``"signature"``, ``"trial"`` (rejected there), ``"training"`` (passed the
+    trial, then failed on a training batch: stopped there) or ``"trained"``"""
     problem: str | None = None
     statistics: dict[str, Any] | None = None
 
@@ -258,9 +260,18 @@ def run_text2reward(
                     },
                     f"round {round_} candidate {index}",
                 )
-                stats = training_statistics(train(method), threshold, config.env_weight)
-                candidate = dataclasses.replace(candidate, statistics=stats)
-                say(f"round {round_} candidate {index}: {describe_statistics(stats, threshold)}")
+                try:
+                    run = train(method)
+                except ValidationError as error:  # it passed the trial, then failed on a batch
+                    candidate = dataclasses.replace(candidate, stage="training", problem=str(error))
+                else:
+                    stats = training_statistics(run, threshold, config.env_weight)
+                    candidate = dataclasses.replace(candidate, statistics=stats)
+            if candidate.statistics is not None:
+                say(
+                    f"round {round_} candidate {index}: "
+                    f"{describe_statistics(candidate.statistics, threshold)}"
+                )
             else:
                 say(f"round {round_} candidate {index}: rejected ({candidate.problem})")
             this_round.append(candidate)
@@ -328,9 +339,17 @@ def _write_results(
     baseline_name: str,
     threshold: float,
 ) -> None:
+    def finite(value: Any) -> Any:  # strict JSON: a never-reached threshold or NaN is null
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return [finite(v) for v in value] if isinstance(value, list) else value
+
     def dump(name: str, rows: list[dict[str, Any]]) -> None:
+        lines = [
+            json.dumps({k: finite(v) for k, v in row.items()}, allow_nan=False) for row in rows
+        ]
         with atomic_path(out / name) as path:
-            path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
     dump(
         "candidates.jsonl",
