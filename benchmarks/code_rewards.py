@@ -87,19 +87,27 @@ FAMILIES = {
 }
 
 
-def make_setup(name: str, seed: int, sft_examples: int, max_new_tokens: int) -> ReasoningSetup:
+def make_setup(
+    name: str,
+    seed: int,
+    sft_examples: int,
+    max_new_tokens: int,
+    size: tuple[int, int, int] = (2, 64, 2),
+    sft_epochs: int = 2,
+) -> ReasoningSetup:
     """``ReasoningSetup.build`` with the family's extended tokenizer (the world's own build uses
-    the base vocabulary)."""
+    the base vocabulary); ``size`` is the policy's (layers, width, heads)."""
     started = time.perf_counter()
+    layers, width, heads = size
     world = ReasoningWorld(
         families=(name,),
         min_ops=1,
         max_ops=2,
-        layers=2,
-        width=64,
-        heads=2,
+        layers=layers,
+        width=width,
+        heads=heads,
         sft_examples=sft_examples,
-        sft_epochs=2,
+        sft_epochs=sft_epochs,
         eval_problems=64,
         max_new_tokens=max_new_tokens,
     )
@@ -147,6 +155,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=16)
     parser.add_argument("--sft-examples", type=int, default=3000)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    parser.add_argument(
+        "--size", type=int, nargs=3, default=[2, 64, 2], help="policy layers, width, heads"
+    )
+    parser.add_argument("--sft-epochs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
     log = lambda text: print(text, flush=True)  # noqa: E731
@@ -156,7 +168,14 @@ def main() -> None:
         spec = FAMILIES[name]
         verifier_spec = build("signal", spec["verifier"])
         for seed in args.seeds:
-            setup = make_setup(name, seed, args.sft_examples, spec["max_new_tokens"])
+            setup = make_setup(
+                name,
+                seed,
+                args.sft_examples,
+                spec["max_new_tokens"],
+                tuple(args.size),
+                args.sft_epochs,
+            )
             verifier = verifier_spec.bind(setup.context({}))
             start_accuracy = verified_accuracy(setup, setup.policy, verifier)
             log(f"{name} seed {seed}: SFT {setup.sft_seconds:.0f} s, start {start_accuracy:.3f}")
