@@ -159,6 +159,7 @@ def main() -> None:
         "--size", type=int, nargs=3, default=[2, 64, 2], help="policy layers, width, heads"
     )
     parser.add_argument("--sft-epochs", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     args = parser.parse_args()
     torch.set_num_threads(2)
     log = lambda text: print(text, flush=True)  # noqa: E731
@@ -184,7 +185,7 @@ def main() -> None:
                 prompts_per_update=8,
                 group_size=8,
                 max_new_tokens=spec["max_new_tokens"],
-                learning_rate=3e-4,
+                learning_rate=args.learning_rate,
                 eval_every=8,
                 seed=seed,
             )

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from densereward.cli import app
 from densereward.worlds.flow.images import (
-    QUALITY_WIDTH,
+    COMPONENTS,
+    QUALITY_SCALE,
     Digits,
     ImageRewards,
     digit_split,
-    quality,
 )
 from densereward.worlds.flow.model import VelocityField, sample_sde, sde_mean_std, time_grid
 from densereward.worlds.flow.world import FlowWorld
@@ -79,16 +79,48 @@ def test_classifier_is_as_accurate_as_scikit_learns_on_the_same_split(
 def test_gold_is_class_probability_of_the_clipped_image_times_quality(
     rewards: ImageRewards,
 ) -> None:
-    x = 1.5 * torch.randn(16, 64, generator=torch.Generator().manual_seed(4))
+    from sklearn.decomposition import PCA
+
+    images, _ = digit_split()
+    x = torch.cat(
+        [images[:8], 0.6 * torch.randn(8, 64, generator=torch.Generator().manual_seed(4))]
+    )
     prompts = torch.arange(4).repeat(4)
     with torch.no_grad():
         p = torch.softmax(rewards.classifier(x.clamp(-1, 1)), 1)[torch.arange(16), prompts]
-    outside = (x - x.clamp(-1, 1)).pow(2).sum(1)
-    expected = p * torch.exp(-outside / (2 * QUALITY_WIDTH**2))
-    torch.testing.assert_close(rewards.gold(x, prompts), expected)
-    assert torch.equal(quality(x.clamp(-1, 1)), torch.ones(16))
+    # the reconstruction error recomputed by scikit-learn's own PCA
+    pca = PCA(COMPONENTS, svd_solver="full").fit(images.numpy())
+    rebuilt = torch.from_numpy(pca.inverse_transform(pca.transform(x.numpy()))).float()
+    error = (x - rebuilt).pow(2).sum(1)
+    reference = torch.quantile(
+        (images - torch.from_numpy(pca.inverse_transform(pca.transform(images.numpy()))))
+        .pow(2)
+        .sum(1),
+        0.95,
+    )
+    quality_factor = torch.exp(-(error - reference).clamp(min=0) / QUALITY_SCALE)
+    # bold: above the 75th percentile of the prompt digit's ink, a sigmoid of width std / 4
+    ink_of = ((images + 1) / 2).mean(1)
+    _, labels = digit_split()
+    tau = torch.stack([torch.quantile(ink_of[labels == c], 0.75) for c in range(4)])[prompts]
+    width = torch.stack([ink_of[labels == c].std() / 4 for c in range(4)])[prompts]
+    boldness = torch.sigmoid((((x.clamp(-1, 1) + 1) / 2).mean(1) - tau) / width)
+    expected = p * quality_factor * boldness
+    torch.testing.assert_close(rewards.gold(x, prompts), expected, rtol=1e-3, atol=1e-4)
+    quality = rewards.manifold.quality(x)
+    # training digits look like digits; noise does not, whatever the classifier says
+    assert float(quality[:8].mean()) > 0.8 and float(quality[8:].max()) < 0.01
     gold = rewards.gold(x, prompts)
     assert bool(((gold >= 0) & (gold <= 1)).all())
+    bold_share = [
+        float(
+            (rewards.gold(images[labels == c], torch.full(((labels == c).sum(),), c)) > 0.5)
+            .float()
+            .mean()
+        )
+        for c in range(4)
+    ]
+    assert all(0.15 < share < 0.35 for share in bold_share), bold_share
 
 
 def test_proxy_grows_along_its_probe_while_gold_falls_to_zero(rewards: ImageRewards) -> None:
