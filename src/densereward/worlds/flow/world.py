@@ -125,8 +125,9 @@ class FlowWorld(World):
 
     dataset: Literal["mixture", "digits"] = "mixture"
     """``mixture``: 2-D points, each prompt two modes of a ring, the rarer one its target (gold:
-    closeness to it); ``digits``: scikit-learn's 8×8 digits, prompt ``c`` the digit ``c`` (gold:
-    a classifier's probability of it times an in-range quality factor; ``prompts`` ≤ 10)"""
+    closeness to it); ``digits``: scikit-learn's 8×8 digits, prompt ``c`` a bold digit ``c``
+    (gold: a classifier's probability of it × a digit-manifold quality factor × boldness; see
+    ``images``; ``prompts`` ≤ 10)"""
     prompts: Annotated[int, Interval(ge=2, le=16)] = 4
     """prompts (classes)"""
     target_weight: Annotated[float, Interval(gt=0.0, lt=1.0)] = 0.25
