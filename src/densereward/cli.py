@@ -860,6 +860,10 @@ def sandbox_file(
         str | None,
         typer.Option(help="JSON arguments of --function: a list (positional) or an object."),
     ] = None,
+    package: Annotated[
+        list[str] | None,
+        typer.Option(help="An installed package it may import, read-only (repeat: numpy, ...)."),
+    ] = None,
 ) -> None:
     """Run a Python file in the sandbox and print the result as JSON.
 
@@ -884,7 +888,7 @@ def sandbox_file(
             keywords = parsed
         else:
             raise DenseRewardError("--args: must be a JSON list or object")
-    sandbox = Sandbox(timeout=timeout, memory_mb=memory)
+    sandbox = Sandbox(timeout=timeout, memory_mb=memory, packages=tuple(package or ()))
     result = sandbox.run(Program.from_file(file, function, positional, keywords))
     typer.echo(json.dumps(result.to_json()))
     raise typer.Exit({"ok": 0, "error": 1, "limit": 3}[result.status])

@@ -24,6 +24,9 @@ REQUIRED: dict[tuple[str, str], dict[str, Any]] = {
     ("transform", "combine"): {"weights": {"reward": 1.0}},
     ("transform", "constrained"): {"constraints": {"length": 0.5}},
     ("signal", "reward_model"): {"path": "reward-model"},
+    ("signal", "reward_code"): {
+        "file": str(Path(__file__).parents[2] / "examples/text2reward/doorkey_potential.py")
+    },
 }
 """Parameters without a default, given to build a component."""
 

@@ -77,3 +77,13 @@ def test_bad_arguments_exit_2_with_one_line(reward: Path, extra: list[str], mess
 def test_missing_file_exits_2(tmp_path: Path) -> None:
     code, out, err = sandbox(tmp_path / "missing.py")
     assert code == 2 and out == "" and "no such file" in err
+
+
+def test_shipped_reward_example_needs_numpy_allowed_and_runs_with_it() -> None:
+    example = Path(__file__).parents[2] / "examples/text2reward/doorkey_potential.py"
+    code, out, _ = sandbox(example)
+    assert code == 1 and "No module named 'numpy'" in json.loads(out)["error"]
+    code, out, _ = sandbox(example, "--package", "numpy")
+    assert code == 0 and json.loads(out)["status"] == "ok"
+    code, _, err = sandbox(example, "--package", "no_such_package_here")
+    assert code == 2 and "sandbox.packages" in err and "\n" not in err.strip()

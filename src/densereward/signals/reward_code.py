@@ -16,9 +16,11 @@ import ast
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Interval
 
 from densereward.core.components import Signal, SignalContext
 from densereward.core.errors import ConfigError, DenseRewardError, NonFiniteError, ValidationError
@@ -173,7 +175,7 @@ class RewardCodeSignal(Signal):
     file: str
     function: str = "compute_reward"
     timeout: Positive = 30.0
-    memory_mb: int = 1024
+    memory_mb: Annotated[int, Interval(ge=16)] = 1024
 
     def __post_init__(self) -> None:
         source = read_reward_file(self.file, "signals.reward_code.file")

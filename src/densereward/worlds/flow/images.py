@@ -2,7 +2,8 @@
 package, nothing downloaded), a classifier trained here for the gold reward, a hackable linear
 probe for the proxy.
 
-**Data.** Prompt ``c`` asks for the digit ``c`` (``prompts`` ≤ 10 classes). Pixels (integers
+**Data.** Prompt ``c`` is the digit ``c`` (``prompts`` ≤ 10 classes): the generator learns every
+image of it, the gold reward asks for the bold ones. Pixels (integers
 0..16) become ``x = v / 8 - 1 ∈ [-1, 1]``, flattened to 64 numbers, dequantised by uniform noise
 of one grey level's width. A fixed split keeps 20 % of the images out of everything the generator
 and the classifier see, for the classifier's held-out accuracy.
