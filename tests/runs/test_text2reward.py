@@ -91,7 +91,7 @@ def test_loop_rejects_trains_and_feeds_back(tmp_path: Path) -> None:
     assert [c["round"] for c in conversation] == [1, 2]
     first, second = conversation[0]["messages"], conversation[1]["messages"]
     assert len(first) == 2 and second[:2] == first
-    assert second[2] == ["assistant", f"```python\n{CONSTANT}```"]
+    assert second[2] == ["assistant", f"```python\n{CONSTANT.rstrip()}\n```"]
     feedback = second[3][1]
     assert "Candidate 2: rejected at the syntax check: line 1: syntax error" in feedback
     assert "Candidate 3: rejected at the signature check" in feedback
@@ -134,6 +134,21 @@ def test_candidate_that_fails_during_training_is_fed_back_and_the_loop_goes_on(
     feedback = conversation[1]["messages"][-1][1]
     assert "Candidate 1: rejected at the training check" in feedback
     assert "No candidate could be trained yet" in feedback
+
+
+def test_a_server_that_fails_in_round_2_leaves_round_1s_results(tmp_path: Path) -> None:
+    from densereward.signals.http import HTTPReplyError
+
+    config = Text2RewardConfig(rounds=2, candidates=1, timeout=3.0, trial_transitions=64)
+    with (
+        running(make_scripted_chat_app([f"```python\n{CONSTANT}```"])) as base,
+        JudgeClient(f"{base}/v1", "scripted", cache=None, retries=0) as client,
+        pytest.raises(HTTPReplyError, match="used up"),
+    ):
+        run_text2reward(RunRecipe.from_dict(RECIPE), client, config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "candidates.jsonl").open()]
+    assert [(r["round"], r.get("stage")) for r in records] == [(0, None), (1, "trained")]
+    assert (tmp_path / "best_reward.py").read_text() == CONSTANT
 
 
 def test_cli_runs_the_loop_and_names_a_bad_server_in_one_line(tmp_path: Path) -> None:

@@ -279,10 +279,11 @@ def run_text2reward(
         trained = [c for c in candidates if c.stage == "trained"]
         best = max(trained, key=_rank) if trained else None
         messages = messages[:2]
-        if best is not None:
-            messages.append(("assistant", f"```python\n{best.code}```"))
+        if best is not None and best.code is not None:
+            messages.append(("assistant", f"```python\n{best.code.rstrip()}\n```"))
         messages.append(("user", _feedback(this_round, best, base_stats, baseline_name, threshold)))
-    _write_results(out, candidates, conversation, best, base_stats, baseline_name, threshold)
+        # after every round: a server that fails in a later round leaves this one's results
+        _write_results(out, candidates, conversation, best, base_stats, baseline_name, threshold)
     return candidates
 
 
