@@ -483,10 +483,7 @@ def run(
     import dataclasses
 
     run_recipe = RunRecipe.from_yaml(resolve_recipe(recipe))
-    if steps is not None:
-        if steps <= 0:
-            raise DenseRewardError("--steps: must be positive")
-        run_recipe = run_recipe.with_length(steps)
+    run_recipe = _with_steps(run_recipe, steps)
     if seeds is not None:
         try:
             chosen = tuple(int(s) for s in seeds.split(",") if s.strip())
@@ -806,10 +803,7 @@ def text2reward(
         seed=seed,
     )
     run_recipe = RunRecipe.from_yaml(resolve_recipe(recipe))
-    if steps is not None:
-        if steps <= 0:
-            raise DenseRewardError("--steps: must be positive")
-        run_recipe = run_recipe.with_length(steps)
+    run_recipe = _with_steps(run_recipe, steps)
     key = None
     if api_key_env is not None:
         key = os.environ.get(api_key_env)
@@ -821,6 +815,15 @@ def text2reward(
             run_recipe, client, config, folder, say=lambda line: console.print(line, markup=False)
         )
     console.print(f"report: {folder / 'report.md'}")
+
+
+def _with_steps(recipe: RunRecipe, steps: int | None) -> RunRecipe:
+    """``recipe`` with its trainer's length set to ``--steps`` (unchanged without it)."""
+    if steps is None:
+        return recipe
+    if steps <= 0:
+        raise DenseRewardError("--steps: must be positive")
+    return recipe.with_length(steps)
 
 
 @app.command(name="recipe")

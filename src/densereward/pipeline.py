@@ -380,8 +380,8 @@ def _check_finite(
     if bool(rows.any()):
         index = int(torch.nonzero(rows.any(1))[0, 0])
         if per_step:
-            trajectory = int(torch.searchsorted(batch.offsets, index, right=True)) - 1
-            step: int | None = index - int(batch.offsets[trajectory])
+            trajectory, located = batch.locate(index)
+            step: int | None = located
         else:
             trajectory, step = index, None
         value = float(values.reshape(rows.shape)[index][rows[index]][0])

@@ -142,7 +142,8 @@ class Trajectories:
             if len(strings) != n:
                 raise ValidationError(f"steps.{name}", f"has {len(strings)} texts, expected {n}")
 
-    def _locate(self, flat_index: int) -> tuple[int, int]:
+    def locate(self, flat_index: int) -> tuple[int, int]:
+        """``(trajectory, step)`` of the step at ``flat_index`` in the flat step columns."""
         trajectory = int(torch.searchsorted(self.offsets, flat_index, right=True)) - 1
         return trajectory, flat_index - int(self.offsets[trajectory])
 
@@ -158,7 +159,7 @@ class Trajectories:
         for name, column in self.steps.items():
             bad = _first_bad(column)
             if bad is not None:
-                trajectory, step = self._locate(bad)
+                trajectory, step = self.locate(bad)
                 raise ValidationError(
                     f"steps.{name}",
                     f"{_describe(column, bad)} is not a finite number",
@@ -214,7 +215,7 @@ class Trajectories:
         previous_end = torch.roll(end, 1).masked_fill(self.segments.positions == 0, 0)
         bad = (start < previous_end) | (end <= start)
         if bool(bad.any()):
-            trajectory, step = self._locate(int(torch.nonzero(bad)[0, 0]))
+            trajectory, step = self.locate(int(torch.nonzero(bad)[0, 0]))
             raise ValidationError(
                 "token_spans",
                 "spans must be non-empty, in order and not overlap",
@@ -236,7 +237,7 @@ class Trajectories:
             parent == index - 1,
         )
         if not bool(good.all()):
-            trajectory, step = self._locate(int(torch.nonzero(~good)[0, 0]))
+            trajectory, step = self.locate(int(torch.nonzero(~good)[0, 0]))
             raise ValidationError(
                 "parent",
                 "a step's parent must be the previous step of its trajectory, or for "

@@ -41,7 +41,6 @@ from densereward.runs.executor import Job, MethodRun, run_job
 from densereward.runs.recipe import RunRecipe
 from densereward.signals.judge_client import ChatRequest, JudgeClient
 from densereward.signals.reward_code import (
-    REWARD_ARGUMENTS,
     RewardCodeError,
     check_reward_source,
     reward_sandbox,
@@ -396,7 +395,6 @@ def _write_results(
 
 
 __all__ = [
-    "REWARD_ARGUMENTS",
     "Candidate",
     "Text2RewardConfig",
     "connect",

@@ -133,12 +133,12 @@ class LoadedRewardFunction:
         if len(bad):
             # located like the pipeline's own check, and naming the user's function
             index = int(bad[0])
-            trajectory = int(np.searchsorted(batch.offsets.cpu().numpy(), index, side="right")) - 1
+            trajectory, step = batch.locate(index)
             raise NonFiniteError(
                 name,
                 f"signals.{name} reward_function produced a non-finite value ({values[index]}) "
                 f"in {self.path}",
                 trajectory=trajectory,
-                step=index - int(batch.offsets[trajectory]),
+                step=step,
             )
         return batch.with_steps(**{name: torch.from_numpy(values).to(batch.device)})

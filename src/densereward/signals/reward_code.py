@@ -29,8 +29,8 @@ from densereward.core.parameters import Positive
 from densereward.core.registry import register
 from densereward.core.trajectories import Trajectories
 from densereward.sandbox import Program, Sandbox
+from densereward.signals.functions import REWARD_ARGUMENTS
 
-REWARD_ARGUMENTS = ("obs", "act", "next_obs", "terminated", "truncated")
 MODULE = "reward_code"
 """the reward file's module name inside the sandbox"""
 
@@ -213,13 +213,12 @@ class SandboxedRewardCode:
             )
         except RewardCodeError as error:
             if error.transition is not None:
-                index = error.transition
-                trajectory = int(np.searchsorted(batch.offsets.cpu().numpy(), index, "right")) - 1
+                trajectory, step = batch.locate(error.transition)
                 raise NonFiniteError(
                     name,
                     f"signals.{name} reward_code: {error}",
                     trajectory=trajectory,
-                    step=index - int(batch.offsets[trajectory]),
+                    step=step,
                 ) from None
             raise ValidationError(f"steps.{name}", str(error)) from None
         return batch.with_steps(**{name: torch.from_numpy(values).to(batch.device)})
