@@ -174,3 +174,23 @@ def test_cli_runs_the_loop_and_names_a_bad_server_in_one_line(tmp_path: Path) ->
     refused = loop("http://127.0.0.1:9/v1", str(tmp_path / "out"))
     assert refused.exit_code == 2 and "not an empty folder" in refused.output
     assert kept.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("rounds", 0, "--rounds"),
+        ("candidates", 0, "--candidates"),
+        ("env_weight", float("nan"), "--env-weight"),
+        ("env_weight", -1.0, "--env-weight"),
+        ("temperature", -1.0, "--temperature"),
+        ("temperature", float("inf"), "--temperature"),
+        ("timeout", 0.0, "--timeout"),
+        ("timeout", float("nan"), "--timeout"),
+    ],
+)
+def test_bad_loop_settings_are_refused_naming_the_flag(field: str, value: float, flag: str) -> None:
+    from densereward.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{flag}: "):
+        Text2RewardConfig(**{field: value})  # type: ignore[arg-type]

@@ -84,8 +84,14 @@ class Text2RewardConfig:
         for name in ("rounds", "candidates", "max_tokens", "trial_transitions", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}", "must be at least 1")
-        if not math.isfinite(self.env_weight) or self.env_weight < 0:
-            raise ConfigError("--env-weight", f"must be finite and >= 0, got {self.env_weight}")
+        for name in ("env_weight", "temperature"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}", f"must be finite and >= 0, got {value}"
+                )
+        if not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise ConfigError("--timeout", f"must be positive and finite, got {self.timeout}")
 
 
 @dataclass(frozen=True)
